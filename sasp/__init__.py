@@ -1,0 +1,29 @@
+"""sasp: Similarity as Points (READ, CVPR 2025) for <SEG>-token segmentation models.
+
+``import sasp`` imports torch, numpy and einops only; adapters import transformers and
+segment_anything lazily, and the Triton kernels import Triton lazily.
+"""
+from .config import PRESETS, READ_7B, READ_13B, SasPConfig
+from .geometry import to_sam_frame
+from .modules import DtoC, SasP
+from .ops import backend_for, dtoc, dtoc_ref, select_points, select_points_ref, similarity_as_points
+from .similarity import similarity
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS",
+    "READ_7B",
+    "READ_13B",
+    "DtoC",
+    "SasP",
+    "SasPConfig",
+    "backend_for",
+    "dtoc",
+    "dtoc_ref",
+    "select_points",
+    "select_points_ref",
+    "similarity",
+    "similarity_as_points",
+    "to_sam_frame",
+]

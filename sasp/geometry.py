@@ -1,0 +1,96 @@
+"""Token grid <-> image pixels <-> SAM's input frame.
+
+All size arithmetic runs on the host in float64, vectorised over rows, so that it reproduces
+READ's Python-float expressions bit for bit (including their rounding: ``int(H * (d / min(H,
+W)))`` can be ``d - 1`` for the short side, which crops one cell on each side).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+ImageSizes = Union[Tensor, Sequence[Sequence[int]]]
+
+
+def grid_shape(num_patches: int, grid_hw: Optional[Tuple[int, int]] = None) -> Tuple[int, int]:
+    """The (rows, cols) of the patch-token grid: explicit, or the square root of N_p."""
+    if grid_hw is not None:
+        rows, cols = (int(v) for v in grid_hw)
+        if rows * cols != num_patches or rows < 1 or cols < 1:
+            raise ValueError(f"grid_hw={tuple(grid_hw)} does not hold N_p={num_patches} patch tokens")
+        return rows, cols
+    side = math.isqrt(num_patches)
+    if num_patches < 1 or side * side != num_patches:
+        raise ValueError(
+            f"N_p={num_patches} patch tokens is not a perfect square; pass grid_hw=(rows, cols)"
+        )
+    return side, side
+
+
+def image_sizes(image_hw: ImageSizes, rows: int) -> Tensor:
+    """Validate per-row image sizes; returns a CPU int64 tensor [rows, 2] of (H, W)."""
+    hw = torch.as_tensor(image_hw).detach().to("cpu")
+    if hw.dim() == 1 and hw.numel() == 2:
+        hw = hw.expand(rows, 2)
+    if hw.dim() != 2 or hw.shape[-1] != 2 or hw.shape[0] != rows:
+        raise ValueError(f"image_hw must have shape [{rows}, 2] (H, W per row), got {tuple(hw.shape)}")
+    if hw.is_floating_point():
+        if not torch.equal(hw, hw.floor()):
+            raise ValueError("image_hw must hold whole pixel counts")
+    hw = hw.to(torch.int64)
+    bad = (hw <= 0).any(-1).nonzero()
+    if len(bad):
+        r = int(bad[0])
+        raise ValueError(f"row {r}: image size {tuple(hw[r].tolist())} must be positive")
+    return hw
+
+
+def grid_padding(hw: Tensor, grid: Tuple[int, int], geometry: str) -> Tensor:
+    """Signed padding (pad_h, pad_w) [M, 2] that maps a (gh, gw) grid onto each image.
+
+    ``center_crop``: the grid is CLIP's centre crop of the image resized so that its shortest
+    side fits; padding it by ``(int(H * scale) - gh) // 2`` with ``scale = max(gh / H, gw / W)``
+    (``= gh / min(H, W)`` for square grids, READ's expression) extends it over the whole image.
+    ``pad_square``: the grid covers the image padded to a square (LLaVA's expand-to-square);
+    ``scale = min(gh / H, gw / W)`` and the negative padding ``-((gh - int(H * scale)) // 2)``
+    crops the cells that fall on the padding (keeping at least one row and column for images
+    thinner than a cell).
+    """
+    h = hw[:, 0].to(torch.float64)
+    w = hw[:, 1].to(torch.float64)
+    gh, gw = grid
+    sh, sw = gh / h, gw / w
+    if geometry == "center_crop":
+        scale = torch.maximum(sh, sw)
+        new_h, new_w = (h * scale).floor().long(), (w * scale).floor().long()
+        return torch.stack([(new_h - gh).div(2, rounding_mode="floor"), (new_w - gw).div(2, rounding_mode="floor")], -1)
+    if geometry == "pad_square":
+        scale = torch.minimum(sh, sw)
+        new_h, new_w = (h * scale).floor().long().clamp(min=1), (w * scale).floor().long().clamp(min=1)
+        return -torch.stack([(gh - new_h).div(2, rounding_mode="floor"), (gw - new_w).div(2, rounding_mode="floor")], -1)
+    raise ValueError(f"unknown geometry {geometry!r}")
+
+
+def sam_resize_shape(hw: Tensor, long_side: int = 1024) -> Tensor:
+    """SAM's ResizeLongestSide target size (new_h, new_w) [M, 2] for image sizes [M, 2]."""
+    hwf = hw.to(torch.float64)
+    scale = long_side * 1.0 / hwf.max(-1, keepdim=True).values
+    return (hwf * scale + 0.5).floor().long()
+
+
+def to_sam_frame(points: Tensor, image_hw: ImageSizes, long_side: int = 1024) -> Tensor:
+    """Map pixel points (x, y) [M, K, 2] of images (H, W) [M, 2] into SAM's input frame.
+
+    SAM resizes the longest side to ``long_side``; coordinates scale by ``new_w / W`` and
+    ``new_h / H`` (float32, as SAM's ``ResizeLongestSide.apply_coords``). Returns float32
+    [M, K, 2]; differentiable with respect to floating ``points``.
+    """
+    if points.dim() != 3 or points.shape[-1] != 2:
+        raise ValueError(f"points must have shape [M, K, 2], got {tuple(points.shape)}")
+    hw = image_sizes(image_hw, points.shape[0])
+    new = sam_resize_shape(hw, long_side).to(torch.float64)
+    ratio = (new.flip(-1) / hw.flip(-1).to(torch.float64)).to(torch.float32)  # (new_w/W, new_h/H)
+    return points.to(torch.float32) * ratio.to(points.device)[:, None, :]

@@ -1,0 +1,59 @@
+"""One dispatch guard: which implementation computes SasP (selection + DtoC).
+
+``SASP_BACKEND=torch|triton`` forces a backend; unset (or ``auto``), CUDA tensors use the
+fused Triton kernel when Triton imports, everything else the torch path. A backend requested
+by name that cannot run raises with the reason; the automatic choice falls back silently.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Tuple
+
+from torch import Tensor
+
+from ..config import SasPConfig
+from ..geometry import ImageSizes
+from .dtoc import dtoc
+from .select import select_points
+
+BACKENDS = ("auto", "torch", "triton")
+
+
+def triton_unavailable_reason(sim: Tensor) -> Optional[str]:
+    """Why the Triton kernel cannot run on ``sim`` (None when it can)."""
+    try:
+        from .triton import available
+    except ImportError as err:  # pragma: no cover - the subpackage ships with sasp
+        return f"sasp.ops.triton failed to import: {err}"
+    return available(sim)
+
+
+def backend_for(sim: Tensor) -> str:
+    """The backend that will run for ``sim``: "torch" or "triton"."""
+    want = os.environ.get("SASP_BACKEND", "auto").strip().lower() or "auto"
+    if want not in BACKENDS:
+        raise ValueError(f"SASP_BACKEND={want!r}; expected one of {', '.join(BACKENDS)}")
+    if want == "torch":
+        return "torch"
+    reason = triton_unavailable_reason(sim)
+    if want == "triton" and reason is not None:
+        raise RuntimeError(f"SASP_BACKEND=triton was requested but the Triton kernel cannot run: {reason}")
+    return "triton" if reason is None else "torch"
+
+
+def similarity_as_points(
+    sim: Tensor,
+    image_hw: ImageSizes,
+    cfg: Optional[SasPConfig] = None,
+    grid_hw: Optional[Tuple[int, int]] = None,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """SasP end to end: similarity [M, N_p] -> (refined [M, K, 2] float32, labels [M, K],
+    discrete [M, K, 2] int64). ``refined`` is differentiable with respect to ``sim``."""
+    cfg = cfg or SasPConfig()
+    if backend_for(sim) == "triton":
+        from .triton import similarity_as_points_triton
+
+        return similarity_as_points_triton(sim, image_hw, cfg, grid_hw)
+    points, labels = select_points(sim, image_hw, cfg, grid_hw)
+    refined = dtoc(sim, image_hw, points, cfg.replace(check_finite=False), grid_hw)
+    return refined, labels, points
