@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -59,19 +60,19 @@ def grid_padding(hw: Tensor, grid: Tuple[int, int], geometry: str) -> Tensor:
     crops the cells that fall on the padding (keeping at least one row and column for images
     thinner than a cell).
     """
-    h = hw[:, 0].to(torch.float64)
-    w = hw[:, 1].to(torch.float64)
+    h, w = hw.numpy().astype(np.float64).T  # host arithmetic, vectorised over rows
     gh, gw = grid
-    sh, sw = gh / h, gw / w
     if geometry == "center_crop":
-        scale = torch.maximum(sh, sw)
-        new_h, new_w = (h * scale).floor().long(), (w * scale).floor().long()
-        return torch.stack([(new_h - gh).div(2, rounding_mode="floor"), (new_w - gw).div(2, rounding_mode="floor")], -1)
-    if geometry == "pad_square":
-        scale = torch.minimum(sh, sw)
-        new_h, new_w = (h * scale).floor().long().clamp(min=1), (w * scale).floor().long().clamp(min=1)
-        return -torch.stack([(gh - new_h).div(2, rounding_mode="floor"), (gw - new_w).div(2, rounding_mode="floor")], -1)
-    raise ValueError(f"unknown geometry {geometry!r}")
+        scale = np.maximum(gh / h, gw / w)
+        pad = ((h * scale).astype(np.int64) - gh) // 2, ((w * scale).astype(np.int64) - gw) // 2
+    elif geometry == "pad_square":
+        scale = np.minimum(gh / h, gw / w)
+        new_h = np.maximum((h * scale).astype(np.int64), 1)
+        new_w = np.maximum((w * scale).astype(np.int64), 1)
+        pad = -((gh - new_h) // 2), -((gw - new_w) // 2)
+    else:
+        raise ValueError(f"unknown geometry {geometry!r}")
+    return torch.from_numpy(np.stack(pad, -1).astype(np.int64))
 
 
 def sam_resize_shape(hw: Tensor, long_side: int = 1024) -> Tensor:

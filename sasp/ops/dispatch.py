@@ -13,8 +13,10 @@ from torch import Tensor
 
 from ..config import SasPConfig
 from ..geometry import ImageSizes
-from .dtoc import dtoc
-from .select import select_points
+from ..geometry import grid_shape, image_sizes
+from ._common import check_sim
+from .dtoc import _dtoc
+from .select import _select
 
 BACKENDS = ("auto", "torch", "triton")
 
@@ -54,6 +56,10 @@ def similarity_as_points(
         from .triton import similarity_as_points_triton
 
         return similarity_as_points_triton(sim, image_hw, cfg, grid_hw)
-    points, labels = select_points(sim, image_hw, cfg, grid_hw)
-    refined = dtoc(sim, image_hw, points, cfg.replace(check_finite=False), grid_hw)
-    return refined, labels, points
+    check_sim(sim, cfg.check_finite)
+    hw = image_sizes(image_hw, sim.shape[0])
+    grid = grid_shape(sim.shape[-1], grid_hw)
+    points, labels = _select(sim, hw, cfg, grid)
+    if sim.shape[0] == 0:
+        return points.float() + 0 * sim.float().sum(), labels, points
+    return _dtoc(sim, hw, points, cfg, grid), labels, points

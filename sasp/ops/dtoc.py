@@ -39,36 +39,34 @@ def crop_shape(grid: Tuple[int, int], crop_size: int) -> Tuple[int, int]:
     return max(1, crop_size * rows // long), max(1, crop_size * cols // long)
 
 
-def _axis_weights(pix: Tensor, size: Tensor, pad: Tensor, mid: int, n: int) -> Tensor:
-    """Rows of the composed 1-D interpolation operator, dense over the n grid cells.
+def _axis_weights(pix: Tensor, size: Tensor, pad: Tensor, mid: Tensor, n: Tensor, width: int) -> Tensor:
+    """Rows of the composed 1-D interpolation operator, dense over the grid cells.
 
-    For integer output pixels ``pix`` [M, K, R] along an axis of length ``size`` [M]: the value
-    there is bilinear(align_corners=False) from the padded axis (length mid + 2 * pad), whose
-    cell q - pad is bilinear from the n grid cells (zero in the padding). Float64 index
-    arithmetic; returns float32 weights [M, K, R, n].
+    For integer output pixels ``pix`` [M, K, A, R] along A axes of lengths ``size`` [M, A]:
+    the value at a pixel is bilinear (align_corners=False) from the padded axis of length
+    mid + 2 * pad, whose cell q - pad is bilinear from the n grid cells (zero in the padding;
+    negative pad crops). ``mid`` and ``n`` are [A]. Index arithmetic in float64; returns
+    float32 weights [M, K, A, R, width] (columns >= n of an axis are zero).
     """
-    size = size.view(-1, 1, 1).to(torch.float64)
-    padded = (mid + 2 * pad).view(-1, 1, 1)
-    pad = pad.view(-1, 1, 1)
-    src = ((pix.to(torch.float64) + 0.5) * (padded.to(torch.float64) / size) - 0.5).clamp(min=0)
+    size = size[:, None, :, None].to(torch.float64)
+    pad = pad[:, None, :, None]
+    mid, n = mid.view(1, 1, -1, 1), n.view(1, 1, -1, 1)
+    padded = mid + 2 * pad
+    src = ((pix.to(torch.float64) + 0.5) * (padded / size) - 0.5).clamp(min=0)
     i0 = torch.minimum(src.floor().long(), padded - 1)
-    i1 = torch.minimum(i0 + 1, padded - 1)
+    i = torch.stack([i0, torch.minimum(i0 + 1, padded - 1)], -1)  # [M, K, A, R, 2]
     l1 = src - i0
-    idx, wts = [], []
-    for i, wi in ((i0, 1 - l1), (i1, l1)):
-        q = i - pad  # index into the mid-sized map before padding
-        inside = (q >= 0) & (q < mid)
-        q = q.clamp(0, mid - 1)
-        src2 = ((q.to(torch.float64) + 0.5) * (n / mid) - 0.5).clamp(min=0)
-        j0 = torch.minimum(src2.floor().long(), torch.tensor(n - 1))
-        j1 = torch.minimum(j0 + 1, torch.tensor(n - 1))
-        l2 = src2 - j0
-        wi = wi * inside
-        idx += [j0, j1]
-        wts += [wi * (1 - l2), wi * l2]
-    out = torch.zeros(*pix.shape, n, dtype=torch.float64, device=pix.device)
-    out.scatter_add_(-1, torch.stack(idx, -1), torch.stack(wts, -1))
-    return out.to(torch.float32)
+    wi = torch.stack([1 - l1, l1], -1)
+    q = i - pad[..., None]  # index into the mid-sized map before padding
+    wi = wi * ((q >= 0) & (q < mid[..., None]))
+    q = torch.minimum(q.clamp(min=0), mid[..., None] - 1)
+    src2 = ((q.to(torch.float64) + 0.5) * (n.to(torch.float64) / mid)[..., None] - 0.5).clamp(min=0)
+    j0 = torch.minimum(src2.floor().long(), n[..., None] - 1)
+    j = torch.stack([j0, torch.minimum(j0 + 1, n[..., None] - 1)], -1)  # [M, K, A, R, 2, 2]
+    l2 = src2 - j0
+    w = wi[..., None] * torch.stack([1 - l2, l2], -1)
+    out = torch.zeros(*pix.shape, width, dtype=torch.float64, device=pix.device)
+    return out.scatter_add_(-1, j.flatten(-2), w.flatten(-2)).to(torch.float32)
 
 
 def dtoc(
@@ -98,30 +96,37 @@ def dtoc(
     hw = image_sizes(image_hw, m)
     if m == 0 or points.shape[1] == 0:
         return torch.zeros(points.shape, dtype=torch.float32, device=dev) + 0 * sim.float().sum()
-    rows, cols = grid_shape(sim.shape[-1], grid_hw)
-    ch, cw = crop_shape((rows, cols), cfg.crop_size)
-    pad = grid_padding(hw, (ch, cw), cfg.geometry).to(dev)
-    hw_d = hw.to(dev)
+    return _dtoc(sim, hw, points, cfg, grid_shape(sim.shape[-1], grid_hw))
 
-    s = minmax(sim.float()).view(m, rows, cols)
+
+def _dtoc(sim: Tensor, hw: Tensor, points: Tensor, cfg: SasPConfig, grid: Tuple[int, int]) -> Tensor:
+    """``dtoc`` on validated inputs (hw: CPU int64 [M, 2]; grid: (rows, cols))."""
+    m, k, dev = sim.shape[0], points.shape[1], sim.device
+    rows, cols = grid
+    ch, cw = crop_shape(grid, cfg.crop_size)
+    pad = grid_padding(hw, (ch, cw), cfg.geometry)
+    geo = torch.cat([hw, pad]).to(dev)  # one transfer: sizes [M, 2] then pads [M, 2]
+    size, pad = geo[:m], geo[m:]
     r = cfg.dtoc_radius
     off = torch.arange(-r, r + 1, device=dev)
     pts = points.to(dev).long()
-    ys = pts[..., 1, None] + off  # [M, K, R]
-    xs = pts[..., 0, None] + off
-    in_y = (ys >= 0) & (ys < hw_d[:, 0, None, None])
-    in_x = (xs >= 0) & (xs < hw_d[:, 1, None, None])
-    a = _axis_weights(torch.minimum(ys.clamp(min=0), hw_d[:, 0, None, None] - 1), hw_d[:, 0], pad[:, 0], ch, rows)
-    b = _axis_weights(torch.minimum(xs.clamp(min=0), hw_d[:, 1, None, None] - 1), hw_d[:, 1], pad[:, 1], cw, cols)
-    s_win = torch.einsum("mkia,mab,mkjb->mkij", a, s, b)  # S on the window, [M, K, R, R]
+    pix = pts.flip(-1)[..., None] + off  # [M, K, 2, R]: rows (y) then columns (x)
+    inside = (pix >= 0) & (pix < size[:, None, :, None])
+    pix = torch.minimum(pix.clamp(min=0), size[:, None, :, None] - 1)
+    axes = torch.tensor([[ch, cw], [rows, cols]], device=dev)
+    w = _axis_weights(pix, size, pad, axes[0], axes[1], max(rows, cols))
+    a, b = w[:, :, 0, :, :rows], w[:, :, 1, :, :cols]  # [M, K, R, rows], [M, K, R, cols]
+
+    s = minmax(sim.float()).view(m, rows, cols)
+    n = off.numel()
+    s_win = (a.reshape(m, k * n, rows) @ s).view(m, k, n, cols) @ b.transpose(-1, -2)  # S on the window
 
     d2 = (off.view(-1, 1) ** 2 + off.view(1, -1) ** 2).float()
-    logits = (s_win - d2).masked_fill(~(in_y[..., :, None] & in_x[..., None, :]), float("-inf"))
+    logits = (s_win - d2).masked_fill(~(inside[:, :, 0, :, None] & inside[:, :, 1, None, :]), float("-inf"))
     p = torch.softmax(logits.flatten(2), -1).view_as(logits)
     offf = off.float()
-    dy = (p.sum(-1) * offf).sum(-1)
-    dx = (p.sum(-2) * offf).sum(-1)
-    return pts.float() + torch.stack([dx, dy], -1)
+    shift = torch.stack([p.sum(-2) @ offf, p.sum(-1) @ offf], -1)  # (dx, dy)
+    return pts.float() + shift
 
 
 def dtoc_ref(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -26,9 +27,9 @@ _POS, _NEG, _NEU, _NONE = 0, 1, 2, 3
 _LABEL = (1, 0, -1, -1)
 
 
-def _selection_grid(sim: Tensor, cfg: SasPConfig, grid_hw: Optional[Tuple[int, int]]) -> Tensor:
+def _selection_grid(sim: Tensor, cfg: SasPConfig, grid: Tuple[int, int]) -> Tensor:
     """The down-sampled, min-max normalised map [M, dh, dw] (float32)."""
-    rows, cols = grid_shape(sim.shape[-1], grid_hw)
+    rows, cols = grid
     dh, dw = rows // cfg.down_sample, cols // cfg.down_sample
     if dh < 1 or dw < 1:
         raise ValueError(f"down_sample={cfg.down_sample} leaves no cell of the {rows}x{cols} token grid")
@@ -57,42 +58,49 @@ def select_points(
     """
     cfg = cfg or SasPConfig()
     check_sim(sim, cfg.check_finite)
+    hw = image_sizes(image_hw, sim.shape[0])
+    return _select(sim, hw, cfg, grid_shape(sim.shape[-1], grid_hw))
+
+
+def _layout(hw: Tensor, dh: int, dw: int, geometry: str):
+    """Host-side per-row layout of the (dh, dw) grid: signed pads (pad_h, pad_w) [M, 2] int64,
+    the float32 bounds and pixel scales (W - 1, H - 1, W / gw, H / gh) [M, 4], and which grid
+    rows and columns survive a crop [M, dh + dw]."""
+    pad = grid_padding(hw, (dh, dw), geometry).numpy()
+    hwn = hw.numpy()
+    gsize = np.array([dh, dw]) + 2 * pad
+    scale = (hwn.astype(np.float64) / gsize).astype(np.float32)  # READ: float(H) / gh, then f32
+    fmeta = np.concatenate([scale, (hwn - 1).astype(np.float32)], 1)[:, ::-1].copy()  # (x, y) order
+    r, c = np.arange(dh), np.arange(dw)
+    keep = np.concatenate([(r + pad[:, :1] >= 0) & (r < dh + pad[:, :1]), (c + pad[:, 1:] >= 0) & (c < dw + pad[:, 1:])], 1)
+    return torch.from_numpy(pad), torch.from_numpy(fmeta), torch.from_numpy(keep)
+
+
+def _select(sim: Tensor, hw: Tensor, cfg: SasPConfig, grid: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+    """``select_points`` on validated inputs (hw: CPU int64 [M, 2]; grid: (rows, cols))."""
     m, k, dev = sim.shape[0], cfg.num_points, sim.device
-    hw = image_sizes(image_hw, m)
     if m == 0:
         return sim.new_zeros((0, k, 2), dtype=torch.long), sim.new_zeros((0, k), dtype=torch.long)
-    g = _selection_grid(sim, cfg, grid_hw)
+    g = _selection_grid(sim, cfg, grid)
     _, dh, dw = g.shape
-    pad = grid_padding(hw, (dh, dw), cfg.geometry)  # [M, 2] signed (pad_h, pad_w)
-    gsize = torch.tensor([dh, dw]) + 2 * pad  # padded grid (gh, gw) per row
-    pad_d, gsize_d = pad.to(dev), gsize.to(dev)
+    pad, fmeta, keep = (t.to(dev) for t in _layout(hw, dh, dw, cfg.geometry))
+    valid = (keep[:, :dh, None] & keep[:, None, dh:]).flatten(1)
+    g = g.flatten(1)
 
-    r = torch.arange(dh, device=dev).view(1, dh, 1)
-    c = torch.arange(dw, device=dev).view(1, 1, dw)
-    gr, gc = r + pad_d[:, 0, None, None], c + pad_d[:, 1, None, None]  # cell in the padded grid
-    valid = (gr >= 0) & (gr < gsize_d[:, 0, None, None]) & (gc >= 0) & (gc < gsize_d[:, 1, None, None])
-
-    pos = valid & (g >= cfg.t_pos)
-    neg = valid & (g >= 0) & (g <= cfg.t_neg)
-    flat = (g.amax((1, 2)) == 0).view(-1, 1, 1)  # constant rows: minmax gave zeros, nothing is pos/neg
-    pos, neg = pos & ~flat, neg & ~flat
-    cat = torch.full_like(g, _NONE, dtype=torch.long)
-    cat = cat.masked_fill(valid, _NEU).masked_fill(neg, _NEG).masked_fill(pos, _POS).flatten(1)
-    key = torch.where(pos, -g, torch.where(neg, g, torch.zeros_like(g))).flatten(1)
-
-    order = key.sort(dim=-1, stable=True).indices
+    live = valid & (g.amax(-1, keepdim=True) > 0)  # a constant row (all zeros) has only neutrals
+    pos = live & (g >= cfg.t_pos)
+    neg = live & (g <= cfg.t_neg)  # g >= 0 holds after min-max normalisation
+    cat = torch.where(pos, _POS, torch.where(neg, _NEG, torch.where(valid, _NEU, _NONE)))
+    key = torch.where(pos, -g, torch.where(neg, g, 0.0))
+    order = key.sort(dim=-1, stable=True).indices  # within a category: by value, ties by index
     order = order.gather(-1, cat.gather(-1, order).sort(dim=-1, stable=True).indices)
     n = min(k, order.shape[-1])
-    idx, kept = order[:, :n], cat.gather(-1, order[:, :n])
+    idx = order[:, :n]
+    kept = cat.gather(-1, idx)
 
-    scale = (hw.to(torch.float64).to(dev) / gsize_d.to(torch.float64)).to(torch.float32)  # (H/gh, W/gw)
-    bound = (hw - 1).to(torch.float32).to(dev)
-    cell_r = idx.div(dw, rounding_mode="floor") + pad_d[:, 0, None]
-    cell_c = idx.remainder(dw) + pad_d[:, 1, None]
-    x = torch.minimum((cell_c.float() + 0.5) * scale[:, 1, None], bound[:, 1, None]).long()
-    y = torch.minimum((cell_r.float() + 0.5) * scale[:, 0, None], bound[:, 0, None]).long()
-    none = kept == _NONE
-    points = torch.stack([x, y], -1).masked_fill(none[..., None], 0)
+    cell = torch.stack([idx.remainder(dw), idx.div(dw, rounding_mode="floor")], -1) + pad.flip(-1)[:, None]
+    xy = torch.minimum((cell.float() + 0.5) * fmeta[:, None, 2:], fmeta[:, None, :2]).long()
+    points = xy.masked_fill((kept == _NONE)[..., None], 0)
     labels = torch.tensor(_LABEL, device=dev)[kept]
     if n < k:
         points = F.pad(points, (0, 0, 0, k - n))

@@ -1,0 +1,114 @@
+"""SasP (selection + DtoC) fast path against its literal reference, forward / backward / both.
+
+    python benchmarks/bench_sasp.py            # full table (about 2 minutes on 2 CPU cores)
+    python benchmarks/bench_sasp.py --quick    # two sizes, fewer repetitions
+
+Prints median and spread per case, extra memory per <SEG> (total bytes the ops allocate, an
+upper bound on the peak), the speed-up against the reference measured in the same run, the
+three targets of the core issue, and appends a CSV row per case (machine, versions, date).
+The reference loops over rows, so at batch 64 it is timed at batch 1 and scaled by 64.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import allocated_bytes, machine, timeit, write_csv  # noqa: E402
+
+import sasp  # noqa: E402
+from sasp import SasPConfig, dtoc_ref, select_points_ref, similarity_as_points  # noqa: E402
+
+SIZES = [(480, 640), (1024, 768), (1080, 1920), (4000, 3000)]
+QUICK_SIZES = [(480, 640), (1080, 1920)]
+BATCHES = [1, 64]
+
+
+def sasp_step(sim, hw, cfg):
+    return similarity_as_points(sim, hw, cfg)[0]
+
+
+def ref_step(sim, hw, cfg):
+    points, _ = select_points_ref(sim, hw, cfg)
+    return dtoc_ref(sim, hw, points, cfg)
+
+
+def measure(step, sim, hw, cfg, reps):
+    """Forward, backward and both, each timed separately (backward after an untimed forward)."""
+    fwd = timeit(lambda: step(sim, hw, cfg), reps)
+    bwd_times = []
+
+    def backward_only():
+        out = step(sim, hw, cfg)
+        t = timeit(lambda: out.sum().backward(), 1, warmup=0)
+        bwd_times.append(t["median_ms"])
+
+    for _ in range(reps):
+        backward_only()
+    bwd = timeit(lambda: None, 1, warmup=0)
+    bwd.update(median_ms=sorted(bwd_times)[len(bwd_times) // 2], min_ms=min(bwd_times), max_ms=max(bwd_times), reps=reps)
+    full = timeit(lambda: step(sim, hw, cfg).sum().backward(), reps)
+    return {"fwd": fwd, "bwd": bwd, "full": full}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="two image sizes, fewer repetitions")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    ap.add_argument("--csv", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_sasp.csv"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = SasPConfig()
+    sizes = QUICK_SIZES if args.quick else SIZES
+    reps = 5 if args.quick else 20
+    info = machine()
+    print(f"sasp {sasp.__version__} | {info['machine']} | torch {info['torch']} | {info['date']}")
+    print(f"backend: {sasp.backend_for(torch.zeros(1, 576))}, K={cfg.num_points}, N_p=576\n")
+    print("| image | batch | pass | sasp ms (median [min, max]) | reference ms | speed-up | sasp KB/<SEG> | reference KB/<SEG> |")
+    print("|---|---|---|---|---|---|---|---|")
+    rows, summary = [], {}
+    for hw in sizes:
+        ref_sim = torch.randn(1, 576, requires_grad=True)
+        ref_reps = 1 if (args.quick or hw[0] * hw[1] > 4e6) else 3
+        ref = measure(ref_step, ref_sim, [hw], cfg, ref_reps)
+        ref_mem = allocated_bytes(lambda: ref_step(ref_sim, [hw], cfg).sum().backward())
+        for m in BATCHES:
+            sim = torch.randn(m, 576, requires_grad=True)
+            fast = measure(sasp_step, sim, [hw] * m, cfg, reps)
+            mem = allocated_bytes(lambda: sasp_step(sim, [hw] * m, cfg).sum().backward()) / m
+            for p in ("fwd", "bwd", "full"):
+                f, r = fast[p], ref[p]["median_ms"] * m
+                speed = r / f["median_ms"]
+                summary[(hw, m, p)] = (f["median_ms"], speed, mem)
+                print(
+                    f"| {hw[0]}x{hw[1]} | {m} | {p} | {f['median_ms']:.3f} [{f['min_ms']:.3f}, {f['max_ms']:.3f}] "
+                    f"| {r:.1f}{' (64 x batch 1)' if m > 1 else ''} | {speed:,.0f}x | {mem / 1024:.0f} | {ref_mem / 1024:,.0f} |"
+                )
+                rows.append({**info, "image": f"{hw[0]}x{hw[1]}", "batch": m, "pass": p, "sasp_median_ms": f"{f['median_ms']:.4f}",
+                             "sasp_min_ms": f"{f['min_ms']:.4f}", "sasp_max_ms": f"{f['max_ms']:.4f}", "ref_ms": f"{r:.2f}",
+                             "speedup": f"{speed:.1f}", "sasp_bytes_per_seg": int(mem), "ref_bytes_per_seg": ref_mem})
+    big = torch.randn(1, 576, requires_grad=True)
+    mem_8k = allocated_bytes(lambda: sasp_step(big, [(8000, 8000)], cfg).sum().backward())
+    write_csv(args.csv, rows)
+
+    key = (1080, 1920)
+    t1, speed1, mem1 = summary[(key, 1, "full")]
+    t64 = summary[(key, 64, "full")][0]
+    checks = [
+        (f"fwd+bwd per <SEG> at 1080x1920 >= 1000x faster than the reference: {speed1:,.0f}x", speed1 >= 1000),
+        (f"extra memory per <SEG> <= 1 MB: {mem1 / 2**20:.3f} MB at 1080x1920, {mem_8k / 2**20:.3f} MB at 8000x8000", max(mem1, mem_8k) <= 2**20),
+        (f"64 <SEG>s in one call <= 8x one <SEG>: {t64 / t1:.1f}x", t64 <= 8 * t1),
+    ]
+    print("\nTargets:")
+    for text, ok in checks:
+        print(f"  [{'PASS' if ok else 'MISS'}] {text}")
+    print(f"\nCSV rows appended to {args.csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
