@@ -11,6 +11,18 @@ from .similarity import similarity
 
 __version__ = "0.1.0"
 
+_ADAPTER_EXPORTS = ("wrap", "unwrap", "disabled", "wrap_lisa", "wrap_gsva", "wrap_sesame", "SegPipelineSpec")
+
+
+def __getattr__(name: str):
+    """Lazy adapter exports: ``from sasp import wrap_lisa`` imports ``sasp.adapters`` on first use."""
+    if name in _ADAPTER_EXPORTS:
+        from . import adapters
+
+        return getattr(adapters, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "PRESETS",
     "READ_7B",
@@ -26,4 +38,5 @@ __all__ = [
     "similarity",
     "similarity_as_points",
     "to_sam_frame",
+    *_ADAPTER_EXPORTS,
 ]
