@@ -39,14 +39,14 @@ def crop_shape(grid: Tuple[int, int], crop_size: int) -> Tuple[int, int]:
     return max(1, crop_size * rows // long), max(1, crop_size * cols // long)
 
 
-def _axis_weights(pix: Tensor, size: Tensor, pad: Tensor, mid: Tensor, n: Tensor, width: int) -> Tensor:
+def _axis_weights(pix: Tensor, size: Tensor, pad: Tensor, mid: Tensor, n: Tensor, width: int, dtype: torch.dtype) -> Tensor:
     """Rows of the composed 1-D interpolation operator, dense over the grid cells.
 
     For integer output pixels ``pix`` [M, K, A, R] along A axes of lengths ``size`` [M, A]:
     the value at a pixel is bilinear (align_corners=False) from the padded axis of length
     mid + 2 * pad, whose cell q - pad is bilinear from the n grid cells (zero in the padding;
     negative pad crops). ``mid`` and ``n`` are [A]. Index arithmetic in float64; returns
-    float32 weights [M, K, A, R, width] (columns >= n of an axis are zero).
+    weights [M, K, A, R, width] of ``dtype`` (columns >= n of an axis are zero).
     """
     size = size[:, None, :, None].to(torch.float64)
     pad = pad[:, None, :, None]
@@ -66,7 +66,7 @@ def _axis_weights(pix: Tensor, size: Tensor, pad: Tensor, mid: Tensor, n: Tensor
     l2 = src2 - j0
     w = wi[..., None] * torch.stack([1 - l2, l2], -1)
     out = torch.zeros(*pix.shape, width, dtype=torch.float64, device=pix.device)
-    return out.scatter_add_(-1, j.flatten(-2), w.flatten(-2)).to(torch.float32)
+    return out.scatter_add_(-1, j.flatten(-2), w.flatten(-2)).to(dtype)
 
 
 def dtoc(
@@ -86,7 +86,7 @@ def dtoc(
         grid_hw (tuple): (rows, cols) of the token grid; default sqrt(N_p) x sqrt(N_p).
 
     Returns:
-        Tensor: [M, K, 2] float32 refined points (x, y) in pixels.
+        Tensor: [M, K, 2] refined points (x, y) in pixels, float32 (float64 for float64 sim).
     """
     cfg = cfg or SasPConfig()
     check_sim(sim, cfg.check_finite)
@@ -114,19 +114,20 @@ def _dtoc(sim: Tensor, hw: Tensor, points: Tensor, cfg: SasPConfig, grid: Tuple[
     inside = (pix >= 0) & (pix < size[:, None, :, None])
     pix = torch.minimum(pix.clamp(min=0), size[:, None, :, None] - 1)
     axes = torch.tensor([[ch, cw], [rows, cols]], device=dev)
-    w = _axis_weights(pix, size, pad, axes[0], axes[1], max(rows, cols))
+    dt = torch.float64 if sim.dtype == torch.float64 else torch.float32  # float64 for gradcheck
+    w = _axis_weights(pix, size, pad, axes[0], axes[1], max(rows, cols), dt)
     a, b = w[:, :, 0, :, :rows], w[:, :, 1, :, :cols]  # [M, K, R, rows], [M, K, R, cols]
 
-    s = minmax(sim.float()).view(m, rows, cols)
+    s = minmax(sim.to(dt)).view(m, rows, cols)
     n = off.numel()
     s_win = (a.reshape(m, k * n, rows) @ s).view(m, k, n, cols) @ b.transpose(-1, -2)  # S on the window
 
-    d2 = (off.view(-1, 1) ** 2 + off.view(1, -1) ** 2).float()
+    d2 = (off.view(-1, 1) ** 2 + off.view(1, -1) ** 2).to(dt)
     logits = (s_win - d2).masked_fill(~(inside[:, :, 0, :, None] & inside[:, :, 1, None, :]), float("-inf"))
     p = torch.softmax(logits.flatten(2), -1).view_as(logits)
-    offf = off.float()
+    offf = off.to(dt)
     shift = torch.stack([p.sum(-2) @ offf, p.sum(-1) @ offf], -1)  # (dx, dy)
-    return pts.float() + shift
+    return pts.to(dt) + shift
 
 
 def dtoc_ref(
@@ -149,7 +150,7 @@ def dtoc_ref(
         # 1. full-resolution map S
         s = sim[row]
         lo, hi = s.min(), s.max()
-        s = torch.zeros_like(s) if bool(hi == lo) else (s - lo) / (hi - lo)
+        s = s * 0 if bool(hi == lo) else (s - lo) / (hi - lo)  # a constant map: flat, zero gradient
         s = F.interpolate(s.reshape(1, 1, rows, cols), (ch, cw), mode="bilinear", align_corners=False)
         if cfg.geometry == "center_crop":
             scale = max(ch / H, cw / W)  # = 336 / min(H, W) for a square grid

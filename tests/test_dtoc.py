@@ -1,0 +1,100 @@
+"""dtoc (windowed, autograd) against dtoc_ref (literal, full H x W maps) in float64."""
+import pytest
+import torch
+
+from core_cases import CASES, ulps32
+from sasp import DtoC, READ_7B, SasP, SasPConfig, dtoc, dtoc_ref, select_points, similarity_as_points
+
+
+def _weights(shape):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_matches_float64_reference(case):
+    sim32 = case.sim.float().requires_grad_()
+    sim64 = case.sim.clone().requires_grad_()
+    points, _ = select_points(sim32.detach(), case.hw, case.cfg)
+    out = dtoc(sim32, case.hw, points, case.cfg)
+    ref = dtoc_ref(sim64, case.hw, points, case.cfg)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    tol = torch.maximum(torch.full_like(ref, 1e-4), 2 * ulps32(ref))
+    err = (out.detach().double() - ref.detach()).abs()
+    assert (err <= tol).all(), f"max error {err.max():.3g} px"
+
+    w = _weights(ref.shape)
+    (gout,) = torch.autograd.grad((out.double() * w).sum(), sim32)
+    (gref,) = torch.autograd.grad((ref * w).sum(), sim64)
+    scale = gref.norm()
+    if scale > 1e-12:
+        rel = (gout.double() - gref).norm() / scale
+        assert rel <= 1e-4, f"gradient relative error {rel:.3g}"
+    else:  # a flat neighbourhood: both must vanish
+        assert gout.abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize(
+    "hw,cfg",
+    [((7, 9), READ_7B), ((37, 61), READ_7B.replace(geometry="pad_square")), ((50, 20), READ_7B.replace(num_points=4, down_sample=1))],
+)
+def test_gradcheck_float64(hw, cfg):
+    sim = torch.randn(2, 64, dtype=torch.float64, requires_grad=True)
+    points, _ = select_points(sim.detach(), [hw, hw], cfg)
+    assert torch.autograd.gradcheck(lambda s: dtoc(s, [hw, hw], points, cfg), (sim,))
+
+
+def test_window_radius_bound():
+    """Radius 3 is already within 1e-4 px (bound 7e-5); the default 4 within float32 precision."""
+    sim = torch.randn(2, 576, dtype=torch.float64) * 30
+    hw = [(300, 500), (500, 300)]
+    points, _ = select_points(sim, hw)
+    ref = dtoc_ref(sim, hw, points)
+    for r, bound in ((3, 7e-5), (4, 2e-8), (6, 1e-12)):
+        out = dtoc(sim, hw, points, READ_7B.replace(dtoc_radius=r))
+        assert (out - ref).abs().max() <= bound
+
+
+def test_points_stay_inside_and_constant_map_is_defined():
+    sim = torch.full((1, 576), 2.5, requires_grad=True)
+    refined, labels, discrete = similarity_as_points(sim, [(100, 60)])
+    assert torch.isfinite(refined).all() and (labels == -1).all()
+    ref = dtoc_ref(sim.double(), [(100, 60)], discrete)
+    assert (refined.double() - ref).abs().max() < 1e-4
+    refined.sum().backward()
+    assert torch.isfinite(sim.grad).all()
+
+
+def test_non_finite_raises_naming_row():
+    sim = torch.randn(3, 576)
+    sim[1, 0] = float("nan")
+    with pytest.raises(ValueError, match="row 1"):
+        dtoc(sim, [(10, 10)] * 3, torch.zeros(3, 30, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="row 1"):
+        SasP()(sim, [(10, 10)] * 3)
+
+
+def test_low_precision_inputs_and_gradients():
+    sim = torch.randn(2, 576).bfloat16().requires_grad_()
+    refined, labels = SasP()(sim, [(480, 640), (64, 64)])
+    ref, _ = SasP()(sim.detach().float(), [(480, 640), (64, 64)])
+    assert refined.dtype == torch.float32 and torch.equal(refined, ref)
+    refined.sum().backward()
+    assert sim.grad.dtype == torch.bfloat16 and torch.isfinite(sim.grad.float()).all()
+
+
+def test_empty_batch_and_modules():
+    sim = torch.zeros(0, 576, requires_grad=True)
+    refined, labels, discrete = SasP()(sim, torch.zeros(0, 2), return_discrete=True)
+    assert refined.shape == (0, 30, 2) and labels.shape == (0, 30) and discrete.shape == (0, 30, 2)
+    refined.sum().backward()
+    sim = torch.randn(3, 576)
+    hw = [(480, 640), (20, 1000), (1, 1)]
+    refined, labels, discrete = SasP(num_points=12)(sim, hw, return_discrete=True)
+    assert refined.shape == (3, 12, 2)
+    assert torch.equal(DtoC()(sim, hw, discrete), refined)
+    assert "num_points=12" in repr(SasP(num_points=12))
+
+
+def test_bad_points_shape():
+    with pytest.raises(ValueError, match="points must have shape"):
+        dtoc(torch.randn(2, 576), [(10, 10)] * 2, torch.zeros(2, 30))

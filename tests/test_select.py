@@ -1,0 +1,140 @@
+"""select_points (fast, batched) against select_points_ref (literal), plus properties and bad inputs."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core_cases import CASES
+from sasp import READ_7B, READ_13B, SasPConfig, select_points, select_points_ref
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_matches_reference(case):
+    sim = case.sim.float()
+    points, labels = select_points(sim, case.hw, case.cfg)
+    ref_points, ref_labels = select_points_ref(sim, case.hw, case.cfg)
+    assert points.dtype == labels.dtype == torch.int64
+    assert points.shape == (len(case.hw), case.cfg.num_points, 2)
+    assert torch.equal(points, ref_points)
+    assert torch.equal(labels, ref_labels)
+
+
+@pytest.mark.parametrize("cfg", [READ_7B, READ_13B, READ_7B.replace(geometry="pad_square")], ids=["7b", "13b", "pad_square"])
+def test_batch_equals_rows(cfg):
+    sim = torch.randn(5, 576)
+    hw = [(480, 640), (1, 1), (1080, 1920), (13, 500), (333, 333)]
+    points, labels = select_points(sim, hw, cfg)
+    for i in range(5):
+        p, l = select_points(sim[i : i + 1], [hw[i]], cfg)
+        assert torch.equal(points[i : i + 1], p) and torch.equal(labels[i : i + 1], l)
+
+
+def _grid(sim, cfg):
+    side = math.isqrt(sim.shape[-1])
+    d = side // cfg.down_sample
+    g = F.interpolate(sim.float().view(-1, 1, side, side), (d, d), mode="bilinear", align_corners=False).flatten(1)
+    lo, hi = g.amin(-1, keepdim=True), g.amax(-1, keepdim=True)
+    return ((g - lo) / (hi - lo)).view(-1, d, d)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    cell=st.integers(1, 40),
+    cfg=st.sampled_from([READ_7B, READ_13B, READ_7B.replace(num_points=7), READ_7B.replace(t_pos=0.5, t_neg=0.4)]),
+    scale=st.sampled_from([1e-4, 1.0, 1e4]),
+)
+def test_properties(seed, cell, cfg, scale):
+    """On square images whose side is a multiple of the grid, every cell is one pixel block:
+    points map back to cells, so labels and order can be checked against the thresholds."""
+    gen = torch.Generator().manual_seed(seed)
+    sim = torch.randn(2, 576, generator=gen) * scale
+    d = 24 // cfg.down_sample
+    hw = [(d * cell, d * cell)] * 2
+    points, labels = select_points(sim, hw, cfg)
+    again = select_points(sim, hw, cfg)
+    assert torch.equal(points, again[0]) and torch.equal(labels, again[1])  # deterministic
+    assert ((points >= 0) & (points < torch.tensor(hw)[:, None].flip(-1))).all()  # inside (x < W, y < H)
+    g = _grid(sim, cfg)
+    for row in range(2):
+        vals = g[row][points[row, :, 1] // cell, points[row, :, 0] // cell]
+        lab = labels[row]
+        assert (vals[lab == 1] >= cfg.t_pos).all()
+        assert (vals[lab == 0] <= cfg.t_neg).all()
+        assert ((vals[lab == -1] > cfg.t_neg) & (vals[lab == -1] < cfg.t_pos)).all()
+        # positives first, then negatives, then neutrals
+        rank = torch.tensor([0 if v == 1 else 1 if v == 0 else 2 for v in lab.tolist()])
+        assert torch.equal(rank, rank.sort().values)
+        assert (vals[lab == 1].diff() <= 0).all()  # highest first
+        assert (vals[lab == 0].diff() >= 0).all()  # lowest first
+        n_pos = int((g[row] >= cfg.t_pos).sum())
+        n_neg = int((g[row] <= cfg.t_neg).sum())
+        assert int((lab == 1).sum()) == min(cfg.num_points, n_pos)
+        assert int((lab == 0).sum()) == min(cfg.num_points - min(cfg.num_points, n_pos), n_neg)
+        assert len(set(map(tuple, points[row].tolist()))) == cfg.num_points  # distinct cells
+
+
+def test_constant_map_gives_neutral_points():
+    sim = torch.full((2, 576), 3.0)
+    points, labels = select_points(sim, [(100, 200)] * 2)
+    assert (labels == -1).all() and points.shape == (2, 30, 2)
+    ref_points, ref_labels = select_points_ref(sim, [(100, 200)] * 2)
+    assert torch.equal(points, ref_points) and torch.equal(labels, ref_labels)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_raises_naming_row(bad):
+    sim = torch.randn(4, 576)
+    sim[2, 17] = bad
+    with pytest.raises(ValueError, match="row 2"):
+        select_points(sim, [(10, 10)] * 4)
+
+
+def test_non_square_tokens():
+    with pytest.raises(ValueError, match="perfect square"):
+        select_points(torch.randn(1, 575), [(10, 10)])
+    points, labels = select_points(torch.randn(1, 24 * 30), [(300, 400)], grid_hw=(24, 30))
+    ref = select_points_ref(torch.randn(1, 24 * 30), [(300, 400)], grid_hw=(24, 30))
+    assert points.shape == ref[0].shape == (1, 30, 2)
+    with pytest.raises(ValueError, match="does not hold"):
+        select_points(torch.randn(1, 576), [(10, 10)], grid_hw=(20, 20))
+
+
+@pytest.mark.parametrize("hw", [(0, 10), (10, -1), (-5, -5)])
+def test_bad_image_size(hw):
+    with pytest.raises(ValueError, match="must be positive"):
+        select_points(torch.randn(2, 576), [(10, 10), hw])
+
+
+def test_bad_shapes():
+    with pytest.raises(ValueError, match=r"\[M, N_p\]"):
+        select_points(torch.randn(576), [(10, 10)])
+    with pytest.raises(ValueError, match=r"\[2, 2\]"):
+        select_points(torch.randn(2, 576), [(10, 10)] * 3)
+    with pytest.raises(ValueError, match="no cell"):
+        select_points(torch.randn(1, 16), [(10, 10)], SasPConfig(down_sample=8))
+
+
+def test_fewer_cells_than_points_padded():
+    cfg = SasPConfig(down_sample=8)  # 3 x 3 = 9 cells < 30 points
+    points, labels = select_points(torch.randn(2, 576), [(90, 90), (90, 300)], cfg)
+    assert points.shape == (2, 30, 2) and labels.shape == (2, 30)
+    assert (labels[:, 9:] == -1).all() and (points[:, 9:] == 0).all()
+    ref = select_points_ref(torch.randn(2, 576), [(90, 90), (90, 300)], cfg)
+    assert ref[0].shape == points.shape
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_low_and_high_precision_inputs(dtype):
+    sim = torch.randn(3, 576).to(dtype)
+    points, labels = select_points(sim, [(480, 640)] * 3)
+    ref = select_points(sim.float(), [(480, 640)] * 3)
+    assert torch.equal(points, ref[0]) and torch.equal(labels, ref[1])
+
+
+def test_empty_batch():
+    points, labels = select_points(torch.zeros(0, 576), torch.zeros(0, 2, dtype=torch.long))
+    assert points.shape == (0, 30, 2) and labels.shape == (0, 30)
