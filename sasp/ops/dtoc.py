@@ -21,6 +21,7 @@ Gradients reach ``sim`` through S and its min-max normalisation; the integer poi
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional, Tuple
 
 import torch
@@ -39,34 +40,32 @@ def crop_shape(grid: Tuple[int, int], crop_size: int) -> Tuple[int, int]:
     return max(1, crop_size * rows // long), max(1, crop_size * cols // long)
 
 
-def _axis_weights(pix: Tensor, size: Tensor, pad: Tensor, mid: Tensor, n: Tensor, width: int, dtype: torch.dtype) -> Tensor:
-    """Rows of the composed 1-D interpolation operator, dense over the grid cells.
+@functools.lru_cache(maxsize=64)
+def _resize_matrix(n: int, mid: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """[mid + 1, n]: row q holds the weights of F.interpolate (linear, align_corners=False)
+    from n cells to output cell q of mid; the last row is zero (the zero padding)."""
+    eye = torch.eye(n, dtype=torch.float64).view(1, n, n)
+    mat = F.interpolate(eye, size=mid, mode="linear", align_corners=False)[0].T
+    return F.pad(mat, (0, 0, 0, 1)).to(device=device, dtype=dtype)
 
-    For integer output pixels ``pix`` [M, K, A, R] along A axes of lengths ``size`` [M, A]:
-    the value at a pixel is bilinear (align_corners=False) from the padded axis of length
-    mid + 2 * pad, whose cell q - pad is bilinear from the n grid cells (zero in the padding;
-    negative pad crops). ``mid`` and ``n`` are [A]. Index arithmetic in float64; returns
-    weights [M, K, A, R, width] of ``dtype`` (columns >= n of an axis are zero).
+
+def _axis_weights(pix: Tensor, size: Tensor, pad: Tensor, mid: int, n: int, dtype: torch.dtype) -> Tensor:
+    """Rows of the composed 1-D interpolation operator along one axis, dense over n grid cells.
+
+    For integer output pixels ``pix`` [M, K, R] along an axis of length ``size`` [M]: the value
+    at a pixel is bilinear (align_corners=False) from the padded axis of length mid + 2 * pad
+    (index arithmetic in float64, as F.interpolate does for float64), whose cell q - pad is
+    row q - pad of ``_resize_matrix`` (zero in the padding; a negative pad crops). Returns
+    weights [M, K, R, n] of ``dtype``.
     """
-    size = size[:, None, :, None].to(torch.float64)
-    pad = pad[:, None, :, None]
-    mid, n = mid.view(1, 1, -1, 1), n.view(1, 1, -1, 1)
-    padded = mid + 2 * pad
-    src = ((pix.to(torch.float64) + 0.5) * (padded / size) - 0.5).clamp(min=0)
+    padded = (mid + 2 * pad)[:, None, None]
+    src = ((pix.to(torch.float64) + 0.5) * (padded / size[:, None, None].to(torch.float64)) - 0.5).clamp(min=0)
     i0 = torch.minimum(src.floor().long(), padded - 1)
-    i = torch.stack([i0, torch.minimum(i0 + 1, padded - 1)], -1)  # [M, K, A, R, 2]
-    l1 = src - i0
-    wi = torch.stack([1 - l1, l1], -1)
-    q = i - pad[..., None]  # index into the mid-sized map before padding
-    wi = wi * ((q >= 0) & (q < mid[..., None]))
-    q = torch.minimum(q.clamp(min=0), mid[..., None] - 1)
-    src2 = ((q.to(torch.float64) + 0.5) * (n.to(torch.float64) / mid)[..., None] - 0.5).clamp(min=0)
-    j0 = torch.minimum(src2.floor().long(), n[..., None] - 1)
-    j = torch.stack([j0, torch.minimum(j0 + 1, n[..., None] - 1)], -1)  # [M, K, A, R, 2, 2]
-    l2 = src2 - j0
-    w = wi[..., None] * torch.stack([1 - l2, l2], -1)
-    out = torch.zeros(*pix.shape, width, dtype=torch.float64, device=pix.device)
-    return out.scatter_add_(-1, j.flatten(-2), w.flatten(-2)).to(dtype)
+    q = torch.stack([i0, torch.minimum(i0 + 1, padded - 1)], -1) - pad[:, None, None, None]
+    q = torch.where((q >= 0) & (q < mid), q, mid)  # outside the map: the zero row
+    l1 = (src - i0).to(dtype)
+    rows = _resize_matrix(n, mid, pix.device, dtype)[q]  # [M, K, R, 2, n]
+    return torch.lerp(rows[..., 0, :], rows[..., 1, :], l1[..., None])
 
 
 def dtoc(
@@ -113,10 +112,9 @@ def _dtoc(sim: Tensor, hw: Tensor, points: Tensor, cfg: SasPConfig, grid: Tuple[
     pix = pts.flip(-1)[..., None] + off  # [M, K, 2, R]: rows (y) then columns (x)
     inside = (pix >= 0) & (pix < size[:, None, :, None])
     pix = torch.minimum(pix.clamp(min=0), size[:, None, :, None] - 1)
-    axes = torch.tensor([[ch, cw], [rows, cols]], device=dev)
     dt = torch.float64 if sim.dtype == torch.float64 else torch.float32  # float64 for gradcheck
-    w = _axis_weights(pix, size, pad, axes[0], axes[1], max(rows, cols), dt)
-    a, b = w[:, :, 0, :, :rows], w[:, :, 1, :, :cols]  # [M, K, R, rows], [M, K, R, cols]
+    a = _axis_weights(pix[:, :, 0], size[:, 0], pad[:, 0], ch, rows, dt)  # [M, K, R, rows]
+    b = _axis_weights(pix[:, :, 1], size[:, 1], pad[:, 1], cw, cols, dt)  # [M, K, R, cols]
 
     s = minmax(sim.to(dt)).view(m, rows, cols)
     n = off.numel()
