@@ -244,7 +244,7 @@ def find_core(model: nn.Module) -> nn.Module:
     seen = set()
     while id(model) not in seen:
         seen.add(id(model))
-        if hasattr(model, _STATE):
+        if _STATE in model.__dict__:  # not hasattr: PEFT forwards attribute lookups to the model
             return model
         kind = type(model)
         names = {c.__name__ for c in kind.__mro__}
@@ -457,15 +457,15 @@ def _prompt_hook(state: _State) -> Callable:
 
 def is_wrapped(model: nn.Module) -> bool:
     """Whether ``model`` (or the core model below DDP/PEFT) carries SasP hooks."""
-    return hasattr(find_core(model), _STATE)
+    return _STATE in find_core(model).__dict__
 
 
 def config_of(model: nn.Module) -> SasPConfig:
     """The effective SasPConfig of a wrapped model (geometry and crop size from its spec)."""
-    core = find_core(model)
-    if not hasattr(core, _STATE):
+    state = find_core(model).__dict__.get(_STATE)
+    if state is None:
         raise ValueError("the model is not wrapped with SasP")
-    return getattr(core, _STATE).cfg
+    return state.cfg
 
 
 def wrap(
@@ -499,7 +499,7 @@ def wrap(
     crop = spec.clip_size(core) if spec.clip_size is not None else None
     if crop is not None:
         cfg = cfg.replace(crop_size=int(crop))
-    old = getattr(core, _STATE, None)
+    old = core.__dict__.get(_STATE)
     if old is not None:
         if old.spec == spec and old.cfg == cfg and old.prompt == prompt:
             return model
@@ -570,7 +570,7 @@ def disabled(model: nn.Module) -> Iterator[nn.Module]:
         with sasp.disabled(model):
             out = model(**batch)        # SAM sees the text embedding only, as before wrapping
     """
-    state = getattr(find_core(model), _STATE, None)
+    state = find_core(model).__dict__.get(_STATE)
     if state is None:
         yield model
         return
