@@ -1,0 +1,399 @@
+"""SegLlavaForCausalLM (transformers LLaVA + stock SAM, LISA's architecture) and wrap_hf.
+
+One tiny random model per module (built offline in well under a second); every test that
+changes it works on a copy.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+hf = pytest.importorskip("sasp.adapters.hf", reason="needs transformers and segment_anything")
+
+from transformers import LogitsProcessor, LogitsProcessorList  # noqa: E402
+
+from sasp import SasPConfig, similarity, similarity_as_points, to_sam_frame  # noqa: E402
+from sasp.adapters.base import config_of, disabled, is_wrapped, unwrap  # noqa: E402
+
+SIZES = [(60, 80), (90, 50), (40, 40)]
+PROMPTS = ["Segment the red circle.", "Where is the dog?", "Find the big square."]
+
+
+def image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    img[h // 4 : h // 2, w // 4 : w // 2] = (230, 20, 20)
+    return img
+
+
+IMAGES = [image(h, w, i) for i, (h, w) in enumerate(SIZES)]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, processor = hf.build_tiny(seed=0)
+    return model, processor
+
+
+class Script(LogitsProcessor):
+    """Force each row's answer, token by token (then EOS), through generate()."""
+
+    def __init__(self, plans, prompt_len, eos):
+        self.plans, self.prompt_len, self.eos = plans, prompt_len, eos
+
+    def __call__(self, input_ids, scores):
+        step = input_ids.shape[1] - self.prompt_len
+        out = torch.full_like(scores, float("-inf"))
+        for r, plan in enumerate(self.plans):
+            out[r, plan[step] if step < len(plan) else self.eos] = 0
+        return out
+
+
+def token_ids(processor, words):
+    return [processor.tokenizer.convert_tokens_to_ids(w) for w in words]
+
+
+# --------------------------------------------------------------------------- build + layout
+
+
+def test_tiny_model_layout(tiny):
+    model, processor = tiny
+    cfg = model.config
+    assert cfg.model_type == "seg_llava"
+    assert model.seg_token_idx == processor.tokenizer.convert_tokens_to_ids(hf.SEG_TOKEN)
+    assert model.num_patches == (cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2 == 144
+    assert isinstance(model.text_hidden_fcs[0], torch.nn.Sequential)
+    assert model.text_hidden_fcs[0][-2].out_features == model.visual_model.prompt_encoder.embed_dim == cfg.out_dim
+    from segment_anything.modeling import PromptEncoder, Sam
+
+    assert type(model.visual_model) is Sam and type(model.visual_model.prompt_encoder) is PromptEncoder
+    assert not any(k.startswith("visual_model.") and "pixel_" in k for k in model.state_dict())
+
+
+def test_processor_expands_image_into_consecutive_patch_tokens(tiny):
+    model, processor = tiny
+    batch = processor(images=IMAGES, prompts=PROMPTS)
+    ids = batch["input_ids"]
+    is_img = ids == model.config.image_token_id
+    assert is_img.sum(1).tolist() == [model.num_patches] * len(SIZES)
+    for row in is_img:  # one block of N_p consecutive positions: the patch hidden states
+        pos = row.nonzero()[:, 0]
+        assert (pos.diff() == 1).all()
+    assert (batch["attention_mask"][:, -1] == 1).all(), "rows are left-padded"
+    assert batch["image_hw"].tolist() == [list(s) for s in SIZES]
+    long = model.visual_model.image_encoder.img_size
+    assert batch["sam_pixel_values"].shape == (3, 3, long, long)
+    for (h, w), (sh, sw) in zip(SIZES, batch["sam_input_hw"].tolist()):
+        assert max(sh, sw) == long and abs(sh / sw - h / w) < 0.05
+
+
+def test_sam_builder_uses_the_registry_for_released_variants():
+    from segment_anything.modeling import Sam
+
+    sam = hf.build_sam({"variant": "vit_b"})
+    assert type(sam) is Sam and sam.image_encoder.img_size == 1024 and sam.prompt_encoder.embed_dim == 256
+    with pytest.raises(ValueError, match="unknown SAM variant"):
+        hf.build_sam({"variant": "vit_x"})
+
+
+# --------------------------------------------------------------------------- training forward
+
+
+def _train_batch(processor):
+    answers = ["Sure, [SEG] and [SEG].", "no", "It is [SEG]."]
+    batch = processor(images=IMAGES, prompts=PROMPTS, answers=answers)
+    labels = batch["input_ids"].clone()
+    labels[batch["attention_mask"] == 0] = -100
+    gen = torch.Generator().manual_seed(1)
+    gt = [(torch.rand(n, h, w, generator=gen) > 0.5).float() for n, (h, w) in zip([2, 0, 1], SIZES)]
+    return batch, labels, gt
+
+
+def test_training_forward_is_lisas_weighted_loss(tiny):
+    model, processor = tiny
+    model = copy.deepcopy(model)
+    model.config.ce_loss_weight, model.config.bce_loss_weight, model.config.dice_loss_weight = 0.7, 1.5, 0.25
+    batch, labels, gt = _train_batch(processor)
+    model.train()
+    out = model(**batch, labels=labels, gt_masks=gt)
+    assert [m.shape for m in out.pred_masks] == [(2, 60, 80), (0, 90, 50), (1, 40, 40)]
+    plain = hf.LlavaForConditionalGeneration.forward(model, input_ids=batch["input_ids"], pixel_values=batch["pixel_values"],
+                                                     attention_mask=batch["attention_mask"], labels=labels)
+    torch.testing.assert_close(out.ce_loss, 0.7 * plain.loss)
+    preds = [p for p in out.pred_masks if len(p)]
+    gts = [g for g in gt if len(g)]
+    bce = sum(hf.sigmoid_ce_loss(p, g, len(g)) * len(g) for p, g in zip(preds, gts)) / 3
+    dice = sum(hf.dice_loss(p, g, len(g)) * len(g) for p, g in zip(preds, gts)) / 3
+    torch.testing.assert_close(out.mask_bce_loss, 1.5 * bce)
+    torch.testing.assert_close(out.mask_dice_loss, 0.25 * dice)
+    torch.testing.assert_close(out.loss, out.ce_loss + out.mask_bce_loss + out.mask_dice_loss)
+    out.loss.backward()
+    assert model.text_hidden_fcs[0][0].weight.grad.abs().sum() > 0
+    assert model.visual_model.mask_decoder.output_upscaling[0].weight.grad.abs().sum() > 0
+    assert model.visual_model.image_encoder.patch_embed.proj.weight.grad is None  # SAM's encoder: no_grad
+
+
+def test_training_forward_rejects_mask_count_mismatch(tiny):
+    model, processor = tiny
+    batch, labels, gt = _train_batch(processor)
+    gt[2] = gt[2].repeat(2, 1, 1)
+    with pytest.raises(hf.InputError, match="row 2"):
+        model(**batch, gt_masks=gt)
+
+
+def test_lisa_losses_hand_computed():
+    logits = torch.tensor([[[20.0, -20.0], [20.0, -20.0]]])
+    target = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])
+    assert hf.dice_loss(logits, target, 1).item() == pytest.approx(0.0, abs=1e-6)
+    assert hf.sigmoid_ce_loss(logits, target, 1).item() == pytest.approx(0.0, abs=1e-6)
+    zero = torch.zeros(2, 1, 2)
+    # sigmoid(0) = 1/2 everywhere: BCE = ln 2 per pixel, per mask; sum over 2 masks / 2
+    assert hf.sigmoid_ce_loss(zero, torch.ones(2, 1, 2), 2).item() == pytest.approx(np.log(2), rel=1e-6)
+    # Dice of p = 1/2 on a full target of 2 px with LISA's scale 1000 and eps 1e-6:
+    # numerator 2 * (2 * 0.5 / 1000) = 0.002, denominator 1 / 1000 + 2 / 1000 = 0.003
+    expected = 1 - (0.002 + 1e-6) / (0.003 + 1e-6)
+    assert hf.dice_loss(zero[:1], torch.ones(1, 1, 2), 1).item() == pytest.approx(expected, rel=1e-5)
+
+
+# --------------------------------------------------------------------------- inference
+
+
+def _scripted(model, processor, plans, **kw):
+    batch = processor(images=IMAGES, prompts=PROMPTS)
+    script = Script(plans, batch["input_ids"].shape[1], processor.tokenizer.eos_token_id)
+    out = model.segment(**batch, max_new_tokens=6, logits_processor=LogitsProcessorList([script]), **kw)
+    return batch, out
+
+
+def test_generate_then_masks_batch_several_seg_and_no_object(tiny):
+    model, processor = tiny
+    plans = [token_ids(processor, ["sure", "[SEG]", "and", "[SEG]"]), token_ids(processor, ["no"]),
+             token_ids(processor, ["it", "is", "[SEG]"])]
+    batch, out = _scripted(model, processor, plans)
+    assert processor.decode(out.sequences, batch["input_ids"].shape[1]) == ["sure [SEG] and [SEG]", "no", "it is [SEG]"]
+    assert out.seg_counts.tolist() == [2, 0, 1]
+    assert out.has_object.tolist() == [True, False, True]
+    assert [tuple(m.shape) for m in out.masks] == [(2, 60, 80), (0, 90, 50), (1, 40, 40)]
+    assert all(m.dtype == torch.bool for m in out.masks)
+    assert all(torch.equal(m, l > 0) for m, l in zip(out.masks, out.mask_logits))
+
+
+def test_generated_hidden_states_match_a_full_forward(tiny):
+    """segment() stitches generate()'s per-step hidden states; scoring the same sequences in
+    one forward (max_new_tokens=0) must give the same masks."""
+    model, processor = tiny
+    plans = [token_ids(processor, ["sure", "[SEG]", "and", "[SEG]"]), token_ids(processor, ["it", "[SEG]"]),
+             token_ids(processor, ["[SEG]"])]
+    batch, gen = _scripted(model, processor, plans, output_hidden_states=True)
+    full = dict(batch)
+    full["input_ids"] = gen.sequences
+    full["attention_mask"] = (gen.sequences != processor.tokenizer.pad_token_id).long()
+    full["attention_mask"][:, : batch["input_ids"].shape[1]] = batch["attention_mask"]
+    ref = model.segment(**full, max_new_tokens=0, output_hidden_states=True)
+    for a, b in zip(gen.mask_logits, ref.mask_logits):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_batched_inference_equals_one_row_at_a_time(tiny):
+    model, processor = tiny
+    answers = ["Sure, [SEG].", "[SEG] and [SEG].", "no"]
+    batch = processor(images=IMAGES, prompts=PROMPTS, answers=answers)
+    out = model.segment(**batch, max_new_tokens=0)
+    for i in range(len(SIZES)):
+        one = processor(images=[IMAGES[i]], prompts=[PROMPTS[i]], answers=[answers[i]])
+        single = model.segment(**one, max_new_tokens=0)
+        torch.testing.assert_close(out.mask_logits[i], single.mask_logits[0], atol=1e-4, rtol=1e-4)
+
+
+def test_bad_inputs_raise_clear_errors(tiny, tmp_path):
+    model, processor = tiny
+    with pytest.raises(hf.InputError, match="empty"):
+        processor(images=[IMAGES[0]], prompts=["   "])
+    with pytest.raises(hf.InputError, match=r"\[SEG\]"):
+        processor(images=[IMAGES[0]], prompts=["segment [SEG] now"])
+    with pytest.raises(hf.InputError, match="not found"):
+        processor(images=[str(tmp_path / "missing.png")], prompts=["a"])
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(hf.InputError, match="cannot read"):
+        processor(images=[str(bad)], prompts=["a"])
+    with pytest.raises(hf.InputError, match="2 images for 1 prompts"):
+        processor(images=IMAGES[:2], prompts=["a"])
+    long = processor(images=[IMAGES[0]], prompts=["red " * 400])
+    with pytest.raises(hf.InputError, match="context of 512 tokens"):
+        model.segment(**long, max_new_tokens=8)
+
+
+# --------------------------------------------------------------------------- save / load
+
+
+def test_save_pretrained_from_pretrained_round_trip(tiny, tmp_path):
+    model, processor = tiny
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded, proc2 = hf.load_model(tmp_path)
+    assert type(loaded) is hf.SegLlavaForCausalLM and loaded.config.seg_token_id == model.config.seg_token_id
+    a, b = model.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    torch.testing.assert_close(loaded.visual_model.pixel_mean, model.visual_model.pixel_mean)
+    torch.testing.assert_close(loaded.visual_model.pixel_std, model.visual_model.pixel_std)
+    batch = processor(images=IMAGES[:1], prompts=PROMPTS[:1], answers=["[SEG]"])
+    batch2 = proc2(images=IMAGES[:1], prompts=PROMPTS[:1], answers=["[SEG]"])
+    assert all(torch.equal(batch[k], batch2[k]) for k in batch)
+    assert torch.equal(model.segment(**batch, max_new_tokens=0).mask_logits[0],
+                       loaded.segment(**batch2, max_new_tokens=0).mask_logits[0])
+
+
+def test_from_llava_keeps_the_llava_weights(tiny, tmp_path):
+    model, processor = tiny
+    base = hf.LlavaForConditionalGeneration(hf.LlavaConfig(**{
+        k: v for k, v in model.config.to_dict().items()
+        if k in ("vision_config", "text_config", "image_token_index", "image_seq_length")
+    })).eval()
+    base.save_pretrained(tmp_path)
+    processor.llava_processor.save_pretrained(tmp_path)
+    seg, proc = hf.load_model(tmp_path)  # a "llava" folder: converted
+    assert seg.config.seg_token_id == proc.tokenizer.convert_tokens_to_ids(hf.SEG_TOKEN)
+    sd = seg.state_dict()
+    for k, v in base.state_dict().items():
+        assert torch.equal(sd[k], v), k
+
+
+def test_wrong_family_checkpoints_are_refused(tmp_path):
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+    with pytest.raises(hf.CheckpointError, match="'bert' model"):
+        hf.load_model(bert)
+    lisa = tmp_path / "lisa"
+    lisa.mkdir()
+    (lisa / "config.json").write_text(json.dumps({"model_type": "llava", "architectures": ["LISAForCausalLM"]}))
+    with pytest.raises(hf.CheckpointError, match="wrap_lisa"):
+        hf.load_model(lisa)
+    pth = tmp_path / "sam.pth"
+    torch.save({"x": torch.zeros(1)}, pth)
+    with pytest.raises(hf.CheckpointError, match="is a file"):
+        hf.load_model(pth)
+    with pytest.raises(hf.CheckpointError, match="no config.json"):
+        hf.load_model(tmp_path)
+    with pytest.raises(hf.InputError, match="not found"):
+        hf.load_model(tmp_path / "nowhere")
+
+
+def test_sam_checkpoints_load_and_wrong_ones_are_refused(tiny, tmp_path):
+    model, _ = tiny
+    other, _ = hf.build_tiny(seed=1)
+    path = tmp_path / "sam.pth"
+    torch.save(model.visual_model.state_dict(), path)
+    hf.load_sam_checkpoint(other, path)
+    assert all(torch.equal(a, b) for a, b in zip(model.visual_model.state_dict().values(), other.visual_model.state_dict().values()))
+    wrong = tmp_path / "vit_b.pth"
+    torch.save(hf.build_sam({"variant": "custom", **{**hf.TINY_SAM_CONFIG, "encoder_embed_dim": 48}}).state_dict(), wrong)
+    with pytest.raises(hf.CheckpointError, match="of another shape"):
+        hf.load_sam_checkpoint(other, wrong)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"junk")
+    with pytest.raises(hf.CheckpointError, match="not a readable"):
+        hf.load_sam_checkpoint(other, junk)
+
+
+# --------------------------------------------------------------------------- SasP
+
+
+class PromptRecorder:
+    def __init__(self, model):
+        self.calls = []
+        self.handle = model.visual_model.prompt_encoder.register_forward_pre_hook(self, with_kwargs=True)
+
+    def __call__(self, module, args, kwargs):
+        pts = kwargs.get("points")
+        self.calls.append(None if pts is None else (pts[0].detach().clone(), pts[1].clone()))
+
+
+def expected_points(model, tokens, hidden, image_hw, cfg):
+    """SasP's points for every [SEG], written out: patch positions = image tokens, the
+    feature one position before [SEG], the core ops, SAM's frame."""
+    sims, hws = [], []
+    img_id, seg_id = model.config.image_token_id, model.seg_token_idx
+    for b, row in enumerate(tokens.tolist()):
+        patches = [j for j, t in enumerate(row) if t == img_id]
+        for j, t in enumerate(row):
+            if t == seg_id:
+                sims.append(similarity(hidden[b, patches], hidden[b, j - 1][None]))
+                hws.append(image_hw[b].tolist())
+    sim = torch.cat(sims)
+    refined, labels, _ = similarity_as_points(sim, hws, cfg)
+    return to_sam_frame(refined, hws, model.visual_model.image_encoder.img_size), labels
+
+
+def test_wrap_hf_prompts_sam_with_sasp_points_and_unwraps_bit_identically(tiny):
+    model, processor = tiny
+    model = copy.deepcopy(model)
+    batch = processor(images=IMAGES, prompts=PROMPTS, answers=["Sure, [SEG] and [SEG].", "no", "[SEG]"])
+    before = model.segment(**batch, max_new_tokens=0, output_hidden_states=True)
+    cfg = SasPConfig(num_points=12)
+    hf.wrap_hf(model, cfg)
+    assert is_wrapped(model)
+    eff = config_of(model)
+    assert eff.geometry == "center_crop" and eff.crop_size == 168 and eff.num_points == 12
+    rec = PromptRecorder(model)
+    after = model.segment(**batch, max_new_tokens=0)
+    rec.handle.remove()
+    coords, labels = expected_points(model, batch["input_ids"], before.hidden_states, batch["image_hw"], eff)
+    assert len(rec.calls) == 3 and all(c is not None for c in rec.calls)
+    torch.testing.assert_close(torch.cat([c for c, _ in rec.calls]), coords)
+    assert torch.equal(torch.cat([l for _, l in rec.calls]), labels)
+    assert not torch.equal(after.mask_logits[0], before.mask_logits[0])
+    with disabled(model):
+        off = model.segment(**batch, max_new_tokens=0)
+    assert all(torch.equal(a, b) for a, b in zip(off.mask_logits, before.mask_logits))
+    unwrap(model)
+    again = model.segment(**batch, max_new_tokens=0)
+    assert all(torch.equal(a, b) for a, b in zip(again.mask_logits, before.mask_logits))
+    assert model.forward.__func__ is hf.SegLlavaForCausalLM.forward
+
+
+def test_wrap_hf_in_generation_and_training(tiny):
+    model, processor = tiny
+    model = copy.deepcopy(model)
+    hf.wrap_hf(model, SasPConfig(num_points=8), prompt="points")
+    plans = [token_ids(processor, ["[SEG]", "[SEG]"]), token_ids(processor, ["no"]), token_ids(processor, ["[SEG]"])]
+    rec = PromptRecorder(model)
+    _, out = _scripted(model, processor, plans, output_hidden_states=True)
+    assert out.seg_counts.tolist() == [2, 0, 1] and len(rec.calls) == 3
+    coords, labels = expected_points(model, out.sequences, out.hidden_states, torch.tensor(SIZES), config_of(model))
+    torch.testing.assert_close(torch.cat([c for c, _ in rec.calls]), coords, atol=1e-3, rtol=1e-4)
+    assert torch.equal(torch.cat([l for _, l in rec.calls]), labels)
+    rec.handle.remove()
+
+    # training with points only: the mask loss reaches the LLM through DtoC's refined points
+    batch, labels_lm, gt = _train_batch(processor)
+    model.train()
+    out = model(**batch, gt_masks=gt)
+    out.mask_loss.backward()
+    last = model.model.language_model.layers[-1].mlp.down_proj.weight.grad
+    assert last is not None and last.abs().sum() > 0
+    assert torch.isfinite(out.mask_loss)
+    unwrap(model)
+
+
+def test_wrap_hf_refuses_other_models():
+    with pytest.raises(TypeError, match="SegLlavaForCausalLM"):
+        hf.wrap_hf(torch.nn.Linear(2, 2))
+
+
+def test_seg_similarity_matches_written_out_positions(tiny):
+    model, processor = tiny
+    batch = processor(images=IMAGES[:2], prompts=PROMPTS[:2], answers=["[SEG] [SEG]", "[SEG]"])
+    out = model.segment(**batch, max_new_tokens=0, output_hidden_states=True)
+    sim, rows = hf.seg_similarity(model, out.sequences, out.hidden_states)
+    assert rows.tolist() == [0, 0, 1] and sim.shape == (3, model.num_patches) and sim.dtype == torch.float32
+    ids, h = out.sequences, out.hidden_states
+    b, j = 1, (ids[1] == model.seg_token_idx).nonzero()[0, 0]
+    patches = (ids[b] == model.config.image_token_id).nonzero()[:, 0]
+    torch.testing.assert_close(sim[2], h[b, patches].float() @ h[b, j - 1].float())
