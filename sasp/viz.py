@@ -6,8 +6,9 @@
 
 Each <SEG> gets one row of panels: "similarity" (the heat-map of its patch-token similarity
 over the image, where the token grid actually lies: CLIP's centre crop or LLaVA's padded
-square, from ``cfg.geometry``) and "mask" (the predicted mask over the image). The points are
-drawn on both panels: positive (label 1) as green filled circles, negative (label 0) as red
+square, from ``cfg.geometry``) when ``sim`` is given, and "mask" (the predicted mask over the
+image) when ``mask`` is given; with neither, one "image" panel. The points are drawn on every
+panel: positive (label 1) as green filled circles, negative (label 0) as red
 crosses, neutral (label -1, which SAM reads as "not a point") as hollow yellow circles.
 
 matplotlib is an optional dependency (``pip install sasp[viz]``); it is imported on first use.
@@ -41,7 +42,8 @@ class Rendering:
     Attributes:
         array: the picture, [rows, cols, 3] uint8 (what the PNG holds).
         path: the PNG written, or None.
-        panels: ``(seg_index, "similarity" | "mask")`` -> matplotlib Axes (for ``to_pixel``).
+        panels: ``(seg_index, "similarity" | "mask" | "image")`` -> matplotlib Axes (for
+            ``to_pixel``).
     """
 
     array: np.ndarray
@@ -180,7 +182,8 @@ def render(
         masks = masks != 0
     grid = grid_shape(sims.shape[-1], grid_hw) if sims is not None else None
 
-    kinds = (["similarity"] if sims is not None else []) + ["mask"]
+    kinds = (["similarity"] if sims is not None else []) + (["mask"] if masks is not None else [])
+    kinds = kinds or ["image"]
     scale = panel_size / max(h, w)
     pw, ph = w * scale, h * scale
     title_px, legend_px, gap = 28, 34, 8
@@ -214,9 +217,7 @@ def render(
                 ax.set_ylim(h - 0.5, -0.5)
                 ax.set_axis_off()
                 name = titles[row] if titles and row < len(titles) else f"<SEG> {row}"
-                if kind == "mask" and masks is None:
-                    name += " (no mask)"
-                ax.set_title(f"{name}: {kind}", fontsize=9, pad=3)
+                ax.set_title(name if kind == "image" else f"{name}: {kind}", fontsize=9, pad=3)
                 rendering.panels[(row, kind)] = ax
         if pts is not None:
             _legend(fig, plt)
