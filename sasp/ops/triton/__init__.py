@@ -1,15 +1,100 @@
-"""Fused Triton kernels for SasP. Importing this package never imports Triton itself."""
+"""Fused Triton kernels for SasP. Importing this package never imports Triton itself.
+
+``available`` says whether the fused kernel can run on a tensor (and why not);
+``similarity_as_points_triton`` imports the kernels (and Triton) on first use.
+
+Where the kernel runs:
+- CUDA tensors, when Triton imports;
+- CPU tensors only under Triton's interpreter: ``TRITON_INTERPRET=1`` must be set before the
+  kernels are defined (before ``sasp.ops.triton.sasp_kernel`` is first imported). This is a
+  test vehicle (slow); the automatic dispatch never picks it for CPU tensors.
+Limits of the kernel (beyond them the dispatcher falls back to the torch path):
+- token grid at most ``MAX_GRID_SIDE`` x ``MAX_GRID_SIDE`` (64 x 64, N_p <= 4096);
+- ``dtoc_radius`` at most ``MAX_RADIUS`` (15), ``num_points`` at most ``MAX_POINTS`` (4096);
+- similarity dtype float16, bfloat16, float32 or float64.
+"""
 from __future__ import annotations
 
-from typing import Optional
+import importlib.util
+import os
+import sys
+from typing import Optional, Tuple
 
+import torch
 from torch import Tensor
 
+MAX_GRID_SIDE = 64
+MAX_RADIUS = 15
+MAX_POINTS = 4096
+DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
-def available(sim: Tensor) -> Optional[str]:
-    """Why the fused kernel cannot run on ``sim``, or None when it can."""
-    return "the fused Triton kernel is not built yet"
+_KERNEL_MODULE = __name__ + ".sasp_kernel"
 
 
-def similarity_as_points_triton(sim, image_hw, cfg, grid_hw=None):  # pragma: no cover
-    raise RuntimeError(available(sim))
+def _interpret_requested() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+
+
+def kernel_limits(sim: Tensor, cfg=None, grid_hw: Optional[Tuple[int, int]] = None) -> Optional[str]:
+    """Why the kernel's sizes or dtype do not fit ``sim`` and ``cfg`` (None when they do).
+
+    Malformed inputs (wrong rank, N_p not a grid) are left to the op's own ValueErrors.
+    """
+    if sim.dtype not in DTYPES:
+        return f"similarity dtype {sim.dtype} is not supported (float16, bfloat16, float32, float64)"
+    if sim.dim() != 2:
+        return None
+    n_p = sim.shape[-1]
+    if grid_hw is not None:
+        rows, cols = (int(v) for v in grid_hw)
+    else:
+        rows = cols = int(round(n_p ** 0.5))
+    if max(rows, cols) > MAX_GRID_SIDE:
+        return f"token grid {rows}x{cols} exceeds the kernel's {MAX_GRID_SIDE}x{MAX_GRID_SIDE} limit"
+    if cfg is not None:
+        if cfg.dtoc_radius > MAX_RADIUS:
+            return f"dtoc_radius={cfg.dtoc_radius} exceeds the kernel's limit {MAX_RADIUS}"
+        if cfg.num_points > MAX_POINTS:
+            return f"num_points={cfg.num_points} exceeds the kernel's limit {MAX_POINTS}"
+    return None
+
+
+def available(sim: Tensor, cfg=None, grid_hw: Optional[Tuple[int, int]] = None) -> Optional[str]:
+    """Why the fused kernel cannot run on ``sim`` (with ``cfg``, ``grid_hw``), or None when it can.
+
+    Imports Triton only for tensors the kernel could run on (CUDA, or CPU with
+    TRITON_INTERPRET=1), so the automatic choice on CPU stays Triton-free.
+    """
+    if not isinstance(sim, Tensor):
+        return f"expected a tensor, got {type(sim).__name__}"
+    dev = sim.device.type
+    if dev == "cpu":
+        if not _interpret_requested():
+            return "CPU tensors run the Triton kernel only in Triton's interpreter (set TRITON_INTERPRET=1)"
+    elif dev != "cuda":
+        return f"device {sim.device} is not supported (CUDA, or CPU under TRITON_INTERPRET=1)"
+    reason = kernel_limits(sim, cfg, grid_hw)
+    if reason is not None:
+        return reason
+    if "triton" not in sys.modules and importlib.util.find_spec("triton") is None:
+        return "triton is not installed (pip install triton)"
+    try:
+        from . import sasp_kernel
+    except Exception as err:  # a broken Triton install: report it instead of crashing
+        return f"importing the Triton kernels failed: {type(err).__name__}: {err}"
+    if dev == "cpu" and not sasp_kernel.INTERPRETED:
+        return (
+            "the Triton kernels were compiled before TRITON_INTERPRET=1 was set; set it before "
+            f"{_KERNEL_MODULE} is first imported"
+        )
+    return None
+
+
+def similarity_as_points_triton(sim, image_hw, cfg=None, grid_hw=None):
+    """The fused kernel's ``similarity_as_points`` (see ``sasp_kernel.similarity_as_points_triton``)."""
+    from .sasp_kernel import similarity_as_points_triton as run
+
+    return run(sim, image_hw, cfg, grid_hw)
+
+
+__all__ = ["available", "kernel_limits", "similarity_as_points_triton", "MAX_GRID_SIDE", "MAX_RADIUS", "MAX_POINTS"]

@@ -1,0 +1,597 @@
+"""Fused Triton kernels for SasP: selection + DtoC forward in one launch, DtoC backward in one.
+
+Importing this module imports Triton and registers the ``sasp::fused_points`` custom op (and
+its backward, ``sasp::fused_points_backward``); ``sasp.ops.triton`` imports it lazily.
+
+Layers, top to bottom: private ``@triton.jit`` kernels and helpers; the plain launchers
+``fused_points_forward`` / ``fused_points_backward``; the custom op with its fake (meta)
+implementation and autograd formula; ``similarity_as_points_triton``, with the contract of
+``sasp.ops.similarity_as_points``.
+
+Forward, one program per (<SEG> row, chunk of KC points), batched over rows with per-row image
+sizes:
+1. min-max statistics of the row's N_p similarities (for DtoC);
+2. selection: bilinear down-sampling of the token grid (``F.interpolate``'s index and weight
+   arithmetic, including the fused multiply-adds of PyTorch's CPU or CUDA kernel, so that the
+   grid is bit-identical to the torch path's), min-max normalisation (IEEE division), signed
+   padding / cropping, thresholds, and the order of ``select_points`` as one sort of 64-bit
+   keys (category, value, flat index); the first K become the discrete points and labels;
+3. DtoC on a (2r+1)^2 window around each point: the composed interpolation is separable, so
+   a window value is a 4 x 4-tap gather from the token grid; softmax with -d^2 logits over the
+   in-image pixels of the window; the refined point is the weighted mean offset.
+Backward, one program per row: the window softmax's gradient G (K windows), pulled back to
+the token grid through dense per-point interpolation matrices with two ``tl.dot``s
+(dL/ds_n = sum_k A_k^T G_k B_k), then through the min-max normalisation (ties of min/max
+share the gradient evenly, like ``amin``/``amax``). No atomics: the result is deterministic.
+
+Limits (checked by ``sasp.ops.triton.kernel_limits``; the dispatcher falls back to the torch
+path beyond them): token grid at most 64 x 64, dtoc_radius at most 15, num_points at most
+4096.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from ...config import SasPConfig
+from ...geometry import ImageSizes, grid_padding, grid_shape, image_sizes
+from .._common import check_sim
+from ..dtoc import crop_shape
+from . import kernel_limits
+
+INTERPRETED = bool(triton.knobs.runtime.interpret)
+"""True when the kernels below were defined under TRITON_INTERPRET=1 (they then run on CPU)."""
+
+_N_PARAMS = 8  # per-row int32 parameters, see _row_params
+_ARITH_CPU, _ARITH_CUDA = 0, 1  # whose F.interpolate arithmetic the selection grid reproduces
+
+
+# --------------------------------------------------------------------------------------------
+# Triton kernels
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _fma32(a, b, c):
+    """fma(a, b, c) for float32 tensors, rounded once: a * b is exact in float64."""
+    return (a.to(tl.float64) * b.to(tl.float64) + c.to(tl.float64)).to(tl.float32)
+
+
+@triton.jit
+def _down_axis(dst, n_in, n_out, scale):
+    """F.interpolate's (align_corners=False) source taps (i0, i1, l0, l1) of output cells ``dst``.
+
+    ``scale`` is float(n_in) / n_out in float32; the source index is fma(scale, dst + 0.5, -0.5)
+    as PyTorch's compiled kernels compute it. Equal sizes copy (PyTorch's special case).
+    """
+    half = (dst.to(tl.float32) + 0.5).to(tl.float64)
+    src = (scale.to(tl.float64) * half - 0.5).to(tl.float32)
+    src = tl.maximum(src, 0.0)
+    i0 = tl.minimum(tl.floor(src).to(tl.int32), n_in - 1)
+    l1 = tl.minimum(tl.maximum(src - i0.to(tl.float32), 0.0), 1.0)
+    i1 = i0 + (i0 < n_in - 1).to(tl.int32)
+    copy = n_in == n_out
+    i0 = tl.where(copy, dst, i0)
+    i1 = tl.where(copy, dst, i1)
+    l1 = tl.where(copy, 0.0, l1)
+    return i0, i1, 1.0 - l1, l1
+
+
+@triton.jit
+def _selection_values(s_row, f, cell, rows, cols, dh, dw, scale_h, scale_w, ARITH: tl.constexpr):
+    """The down-sampled (bilinear) token grid at flat cells f (where ``cell``), bit-identical
+    to F.interpolate on the same device."""
+    r = tl.where(cell, f // dw, 0)
+    c = tl.where(cell, f % dw, 0)
+    y0, y1, h0, h1 = _down_axis(r, rows, dh, scale_h)
+    x0, x1, w0, w1 = _down_axis(c, cols, dw, scale_w)
+    v00 = tl.load(s_row + y0 * cols + x0, mask=cell, other=0.0).to(tl.float32)
+    v01 = tl.load(s_row + y0 * cols + x1, mask=cell, other=0.0).to(tl.float32)
+    v10 = tl.load(s_row + y1 * cols + x0, mask=cell, other=0.0).to(tl.float32)
+    v11 = tl.load(s_row + y1 * cols + x1, mask=cell, other=0.0).to(tl.float32)
+    if ARITH == 0:
+        # CPU: h0*w0*v00 + h0*w1*v01 + h1*w0*v10 + h1*w1*v11, contracted left to right
+        acc = _fma32(h0 * w0, v00, (h0 * w1) * v01)
+        acc = _fma32(h1 * w0, v10, acc)
+        acc = _fma32(h1 * w1, v11, acc)
+    else:
+        # CUDA: h0 * (w0*v00 + w1*v01) + h1 * (w0*v10 + w1*v11), contracted by nvcc
+        top = _fma32(w0, v00, w1 * v01)
+        bot = _fma32(w0, v10, w1 * v11)
+        acc = _fma32(h0, top, h1 * bot)
+    return acc
+
+
+@triton.jit
+def _cell_keys(g, f, cell, dh, dw, spad_h, spad_w, gmin, gspan, t_pos, t_neg):
+    """Sort keys of select_points' order for flat cells f with down-sampled values g.
+
+    Order: category (positive, negative, neutral, none), then value (positives descending,
+    negatives ascending), then flat index. Key = category << 51 | value bits << 20 | index:
+    normalised values are >= +0, so their float32 bits are monotone in the value.
+    Returns (int64 keys, int32 categories 0..3).
+    """
+    live = (tl.zeros_like(g) + gspan) != 0.0  # a constant grid normalises to zeros: all neutral
+    g = tl.where(live, tl.div_rn(g - gmin, tl.where(live, gspan, 1.0)), 0.0)
+    gr = f // dw + spad_h
+    gc = f % dw + spad_w
+    valid = cell & (gr >= 0) & (gr < dh + 2 * spad_h) & (gc >= 0) & (gc < dw + 2 * spad_w)
+    pos = valid & live & (g >= t_pos)
+    neg = valid & live & (g >= 0.0) & (g <= t_neg)
+    cat = tl.where(pos, 0, tl.where(neg, 1, tl.where(valid, 2, 3)))
+    bits = g.to(tl.int32, bitcast=True)
+    fkey = tl.where(pos, 0x7FFFFFFF - bits, tl.where(neg, bits, 0))
+    key = (cat.to(tl.int64) << 51) | (fkey.to(tl.int64) << 20) | f.to(tl.int64)
+    return key, cat
+
+
+@triton.jit
+def _outer_taps(i, wi, pad, mid, n, n_over_mid):
+    """The two token-grid taps (j0, w0), (j1, w1) of cell i of the padded mid-sized map."""
+    q = i - pad
+    inside = (q >= 0) & (q < mid)
+    q = tl.minimum(tl.maximum(q, 0), mid - 1)
+    src = tl.maximum((q.to(tl.float64) + 0.5) * n_over_mid - 0.5, 0.0)
+    j0 = tl.minimum(tl.floor(src).to(tl.int32), n - 1)
+    j1 = tl.minimum(j0 + 1, n - 1)
+    l2 = src - j0.to(tl.float64)
+    wi = tl.where(inside, wi, 0.0)
+    return j0, (wi * (1.0 - l2)).to(tl.float32), j1, (wi * l2).to(tl.float32)
+
+
+@triton.jit
+def _axis_taps(pix, size, pad, mid, n):
+    """Composed DtoC interpolation along one axis: pixel -> (pad, mid-sized map) -> n cells.
+
+    Integer pixels ``pix`` (inside [0, size)) of an axis of ``size`` pixels; the image axis is
+    bilinear from the padded axis (mid + 2 * pad cells), whose cell q - pad is bilinear from
+    the n token cells (zero in the padding). Float64 index arithmetic, as ``sasp.ops.dtoc``.
+    Returns four (index, float32 weight) taps.
+    """
+    padded = mid + 2 * pad
+    src = (pix.to(tl.float64) + 0.5) * (padded.to(tl.float64) / size.to(tl.float64)) - 0.5
+    src = tl.maximum(src, 0.0)
+    i0 = tl.minimum(tl.floor(src).to(tl.int32), padded - 1)
+    i1 = tl.minimum(i0 + 1, padded - 1)
+    l1 = src - i0.to(tl.float64)
+    n_over_mid = n.to(tl.float64) / mid.to(tl.float64)
+    ja, wa, jb, wb = _outer_taps(i0, 1.0 - l1, pad, mid, n, n_over_mid)
+    jc, wc, jd, wd = _outer_taps(i1, l1, pad, mid, n, n_over_mid)
+    return ja, wa, jb, wb, jc, wc, jd, wd
+
+
+@triton.jit
+def _gather_row_taps(acc, s_row, cols, lo, inv, win, jy, wy, jx0, wx0, jx1, wx1, jx2, wx2, jx3, wx3):
+    """acc += sum over the 4 column taps of wy * wx * minmax(s)[jy, jx] on [KC, RB, RB] windows."""
+    base = s_row + jy[:, :, None] * cols
+    wyb = wy[:, :, None]
+    w = wyb * wx0[:, None, :]
+    v = tl.load(base + jx0[:, None, :], mask=win & (w != 0.0), other=0.0).to(tl.float32)
+    acc += w * ((v - lo) * inv)
+    w = wyb * wx1[:, None, :]
+    v = tl.load(base + jx1[:, None, :], mask=win & (w != 0.0), other=0.0).to(tl.float32)
+    acc += w * ((v - lo) * inv)
+    w = wyb * wx2[:, None, :]
+    v = tl.load(base + jx2[:, None, :], mask=win & (w != 0.0), other=0.0).to(tl.float32)
+    acc += w * ((v - lo) * inv)
+    w = wyb * wx3[:, None, :]
+    v = tl.load(base + jx3[:, None, :], mask=win & (w != 0.0), other=0.0).to(tl.float32)
+    acc += w * ((v - lo) * inv)
+    return acc
+
+
+@triton.jit
+def _row_stats(s_row, n_p, NP_B: tl.constexpr):
+    """min, max and 1 / (max - min) (0 for a constant row) of the row's N_p similarities."""
+    offs = tl.arange(0, NP_B)
+    m = offs < n_p
+    s = tl.load(s_row + offs, mask=m, other=0.0).to(tl.float32)
+    lo = tl.min(tl.where(m, s, float("inf")), 0)
+    hi = tl.max(tl.where(m, s, float("-inf")), 0)
+    span = hi - lo
+    inv = tl.where(span > 0.0, 1.0 / tl.where(span > 0.0, span, 1.0), 0.0)
+    return lo, hi, inv
+
+
+@triton.jit
+def _load_row_params(prm):
+    h = tl.load(prm + 0)
+    w = tl.load(prm + 1)
+    dpad_h = tl.load(prm + 4)
+    dpad_w = tl.load(prm + 5)
+    return h, w, dpad_h, dpad_w
+
+
+@triton.jit
+def _windows(s_row, px, py, kmask, h, w, dpad_h, dpad_w, rows, cols, ch, cw, lo, inv,
+             R: tl.constexpr, RB: tl.constexpr):
+    """DtoC's unnormalised softmax weights on the windows of KC points.
+
+    Returns e [KC, RB, RB] (exp(S - d^2) on in-image window pixels, 0 elsewhere), the window
+    offsets oy [RB], ox [RB] (float32) and the row / column taps of the interpolation.
+    """
+    o = tl.arange(0, RB)
+    in_win = o < 2 * R + 1
+    off = o - R
+    ys = py[:, None] + off[None, :]  # [KC, RB]
+    xs = px[:, None] + off[None, :]
+    in_y = kmask[:, None] & in_win[None, :] & (ys >= 0) & (ys < h)
+    in_x = kmask[:, None] & in_win[None, :] & (xs >= 0) & (xs < w)
+    ys = tl.minimum(tl.maximum(ys, 0), h - 1)
+    xs = tl.minimum(tl.maximum(xs, 0), w - 1)
+    ya, wya, yb, wyb, yc, wyc, yd, wyd = _axis_taps(ys, h, dpad_h, ch, rows)
+    xa, wxa, xb, wxb, xc, wxc, xd, wxd = _axis_taps(xs, w, dpad_w, cw, cols)
+    win = in_y[:, :, None] & in_x[:, None, :]  # [KC, RB, RB]
+    s_win = tl.zeros(win.shape, dtype=tl.float32)
+    s_win = _gather_row_taps(s_win, s_row, cols, lo, inv, win, ya, wya, xa, wxa, xb, wxb, xc, wxc, xd, wxd)
+    s_win = _gather_row_taps(s_win, s_row, cols, lo, inv, win, yb, wyb, xa, wxa, xb, wxb, xc, wxc, xd, wxd)
+    s_win = _gather_row_taps(s_win, s_row, cols, lo, inv, win, yc, wyc, xa, wxa, xb, wxb, xc, wxc, xd, wxd)
+    s_win = _gather_row_taps(s_win, s_row, cols, lo, inv, win, yd, wyd, xa, wxa, xb, wxb, xc, wxc, xd, wxd)
+    offf = off.to(tl.float32)
+    d2 = offf[None, :, None] * offf[None, :, None] + offf[None, None, :] * offf[None, None, :]
+    e = tl.where(win, tl.exp(s_win - d2), 0.0)
+    return (e, offf, ya, wya, yb, wyb, yc, wyc, yd, wyd, xa, wxa, xb, wxb, xc, wxc, xd, wxd)
+
+
+@triton.jit
+def _sasp_fwd_kernel(
+    sim_ptr, params_ptr, refined_ptr, labels_ptr, discrete_ptr,
+    n_p, rows, cols, dh, dw, ch, cw, K,
+    scale_h, scale_w, t_pos, t_neg,
+    R: tl.constexpr, RB: tl.constexpr, KC: tl.constexpr, NP_B: tl.constexpr, CELL_B: tl.constexpr,
+    CJ: tl.constexpr, K_B: tl.constexpr, ARITH: tl.constexpr,
+):
+    # scalars as tensors (the interpreter passes floats, the compiler specialises ints == 1)
+    rows, cols, dh, dw = tl.cast(rows, tl.int32), tl.cast(cols, tl.int32), tl.cast(dh, tl.int32), tl.cast(dw, tl.int32)
+    ch, cw, n_p, K = tl.cast(ch, tl.int32), tl.cast(cw, tl.int32), tl.cast(n_p, tl.int32), tl.cast(K, tl.int32)
+    scale_h, scale_w = tl.cast(scale_h, tl.float32), tl.cast(scale_w, tl.float32)
+    t_pos, t_neg = tl.cast(t_pos, tl.float32), tl.cast(t_neg, tl.float32)
+    row = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(1)
+    s_row = sim_ptr + row * n_p
+    prm = params_ptr + row * 8
+    h, w, dpad_h, dpad_w = _load_row_params(prm)
+    spad_h = tl.load(prm + 2)
+    spad_w = tl.load(prm + 3)
+    cell_h = tl.load(prm + 6).to(tl.float32, bitcast=True)  # float32(H / gh)
+    cell_w = tl.load(prm + 7).to(tl.float32, bitcast=True)  # float32(W / gw)
+
+    # ---- selection: the down-sampled, normalised grid and the order of its cells ----
+    # the rank of a cell in select_points' order = the number of cells whose key is smaller
+    ncell = dh * dw
+    f = tl.arange(0, CELL_B)
+    cell = f < ncell
+    g = _selection_values(s_row, f, cell, rows, cols, dh, dw, scale_h, scale_w, ARITH)
+    gmin = tl.min(tl.where(cell, g, float("inf")), 0)
+    gspan = tl.max(tl.where(cell, g, float("-inf")), 0) - gmin
+    key, cat = _cell_keys(g, f, cell, dh, dw, spad_h, spad_w, gmin, gspan, t_pos, t_neg)
+    rank = tl.zeros((CELL_B,), dtype=tl.int32)
+    for j0 in range(0, ncell, CJ):
+        fj = j0 + tl.arange(0, CJ)
+        cj = fj < ncell
+        gj = _selection_values(s_row, fj, cj, rows, cols, dh, dw, scale_h, scale_w, ARITH)
+        kj, _ = _cell_keys(gj, fj, cj, dh, dw, spad_h, spad_w, gmin, gspan, t_pos, t_neg)
+        before = (kj[None, :] < key[:, None]) & cj[None, :]
+        rank += tl.sum(before.to(tl.int32), 1)
+    real = cat < 3
+    x = (((f % dw) + spad_w).to(tl.float32) + 0.5) * cell_w
+    y = (((f // dw) + spad_h).to(tl.float32) + 0.5) * cell_h
+    x = tl.where(real, tl.minimum(x, (w - 1).to(tl.float32)).to(tl.int64), 0)
+    y = tl.where(real, tl.minimum(y, (h - 1).to(tl.float32)).to(tl.int64), 0)
+    label = tl.where(cat == 0, 1, tl.where(cat == 1, 0, -1)).to(tl.int64)
+    keep = cell & (rank < K)
+    out = row * K + rank
+    tl.store(discrete_ptr + out * 2, x, mask=keep)
+    tl.store(discrete_ptr + out * 2 + 1, y, mask=keep)
+    # fewer cells than K: the remaining slots are "not a point", (0, 0) with label -1
+    slot = ncell + tl.arange(0, K_B)
+    pad = slot < K
+    tl.store(discrete_ptr + (row * K + slot) * 2, tl.zeros((K_B,), dtype=tl.int64), mask=pad)
+    tl.store(discrete_ptr + (row * K + slot) * 2 + 1, tl.zeros((K_B,), dtype=tl.int64), mask=pad)
+    if chunk == 0:
+        tl.store(labels_ptr + out, label, mask=keep)
+        tl.store(labels_ptr + row * K + slot, tl.full((K_B,), -1, dtype=tl.int64), mask=pad)
+    tl.debug_barrier()  # the points are read back below, in the layout of this chunk
+
+    # ---- DtoC on the windows of this program's KC points ----
+    lo, hi, inv = _row_stats(s_row, n_p, NP_B)
+    k = chunk * KC + tl.arange(0, KC)
+    kmask = k < K
+    pts = discrete_ptr + (row * K + k) * 2
+    px = tl.load(pts, mask=kmask, other=0).to(tl.int32)
+    py = tl.load(pts + 1, mask=kmask, other=0).to(tl.int32)
+    win = _windows(s_row, px, py, kmask, h, w, dpad_h, dpad_w, rows, cols, ch, cw, lo, inv, R, RB)
+    e = win[0]
+    off = win[1]
+    z = tl.sum(tl.sum(e, 2), 1)
+    z = tl.where(z > 0.0, z, 1.0)
+    mx = tl.sum(tl.sum(e * off[None, None, :], 2), 1) / z
+    my = tl.sum(tl.sum(e * off[None, :, None], 2), 1) / z
+    dst = refined_ptr + (row * K + k) * 2
+    tl.store(dst, px.to(tl.float32) + mx, mask=kmask)
+    tl.store(dst + 1, py.to(tl.float32) + my, mask=kmask)
+
+
+@triton.jit
+def _dense_taps(ja, wa, jb, wb, jc, wc, jd, wd, N_B: tl.constexpr):
+    """Dense [KC, RB, N_B] interpolation matrix from four (index, weight) taps [KC, RB]."""
+    n = tl.arange(0, N_B)[None, None, :]
+    dense = tl.where(ja[:, :, None] == n, wa[:, :, None], 0.0)
+    dense += tl.where(jb[:, :, None] == n, wb[:, :, None], 0.0)
+    dense += tl.where(jc[:, :, None] == n, wc[:, :, None], 0.0)
+    dense += tl.where(jd[:, :, None] == n, wd[:, :, None], 0.0)
+    return dense
+
+
+@triton.jit
+def _sasp_bwd_kernel(
+    sim_ptr, params_ptr, discrete_ptr, grad_ptr, grad_sim_ptr,
+    n_p, rows, cols, ch, cw, K,
+    R: tl.constexpr, RB: tl.constexpr, KC: tl.constexpr, NP_B: tl.constexpr,
+    ROWS_B: tl.constexpr, COLS_B: tl.constexpr,
+):
+    rows, cols, ch, cw = tl.cast(rows, tl.int32), tl.cast(cols, tl.int32), tl.cast(ch, tl.int32), tl.cast(cw, tl.int32)
+    n_p, K = tl.cast(n_p, tl.int32), tl.cast(K, tl.int32)
+    row = tl.program_id(0).to(tl.int64)
+    s_row = sim_ptr + row * n_p
+    h, w, dpad_h, dpad_w = _load_row_params(params_ptr + row * 8)
+    lo, hi, inv = _row_stats(s_row, n_p, NP_B)
+
+    # dL/d minmax(s) = sum over points of A_k^T G_k B_k, accumulated in [ROWS_B, COLS_B]
+    dsn = tl.zeros((ROWS_B, COLS_B), dtype=tl.float32)
+    for k0 in range(0, K, KC):
+        k = k0 + tl.arange(0, KC)
+        kmask = k < K
+        pts = discrete_ptr + (row * K + k) * 2
+        px = tl.load(pts, mask=kmask, other=0).to(tl.int32)
+        py = tl.load(pts + 1, mask=kmask, other=0).to(tl.int32)
+        win = _windows(s_row, px, py, kmask, h, w, dpad_h, dpad_w, rows, cols, ch, cw, lo, inv, R, RB)
+        e = win[0]
+        off = win[1]
+        z = tl.sum(tl.sum(e, 2), 1)
+        z = tl.where(z > 0.0, z, 1.0)
+        mx = tl.sum(tl.sum(e * off[None, None, :], 2), 1) / z
+        my = tl.sum(tl.sum(e * off[None, :, None], 2), 1) / z
+        gp = grad_ptr + (row * K + k) * 2
+        gx = tl.load(gp, mask=kmask, other=0.0).to(tl.float32)
+        gy = tl.load(gp + 1, mask=kmask, other=0.0).to(tl.float32)
+        # refined = p + sum softmax * offset  =>  dL/dS = softmax * (g . (offset - mean offset))
+        dev_x = off[None, None, :] - mx[:, None, None]
+        dev_y = off[None, :, None] - my[:, None, None]
+        gs = e / z[:, None, None] * (gx[:, None, None] * dev_x + gy[:, None, None] * dev_y)
+        a = _dense_taps(win[2], win[3], win[4], win[5], win[6], win[7], win[8], win[9], ROWS_B)
+        b = _dense_taps(win[10], win[11], win[12], win[13], win[14], win[15], win[16], win[17], COLS_B)
+        u = tl.dot(gs, b, input_precision="ieee")  # [KC, RB, COLS_B]
+        a2 = tl.reshape(a, (KC * RB, ROWS_B))
+        u2 = tl.reshape(u, (KC * RB, COLS_B))
+        dsn += tl.dot(tl.trans(a2), u2, input_precision="ieee")
+
+    # through the min-max normalisation: s_n = (s - lo) / (hi - lo)
+    ra = tl.arange(0, ROWS_B)[:, None]
+    cb = tl.arange(0, COLS_B)[None, :]
+    m2 = (ra < rows) & (cb < cols)
+    s2 = tl.load(s_row + ra * cols + cb, mask=m2, other=0.0).to(tl.float32)
+    sn = (s2 - lo) * inv
+    dsn = tl.where(m2, dsn, 0.0)
+    d_lo = tl.sum(tl.sum(dsn * (sn - 1.0), 1), 0) * inv
+    d_hi = -tl.sum(tl.sum(dsn * sn, 1), 0) * inv
+    is_lo = m2 & (s2 == lo)
+    is_hi = m2 & (s2 == hi)
+    n_lo = tl.sum(tl.sum(is_lo.to(tl.float32), 1), 0)
+    n_hi = tl.sum(tl.sum(is_hi.to(tl.float32), 1), 0)
+    ds = dsn * inv
+    ds += tl.where(is_lo, d_lo / tl.maximum(n_lo, 1.0), 0.0)
+    ds += tl.where(is_hi, d_hi / tl.maximum(n_hi, 1.0), 0.0)
+    ds = tl.where(inv > 0.0, ds, 0.0)  # constant row: minmax gives zeros, no gradient
+    tl.store(grad_sim_ptr + row * n_p + ra * cols + cb, ds, mask=m2)
+
+
+# --------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def _window_block(radius: int) -> int:
+    return max(16, _next_pow2(2 * radius + 1))
+
+
+def _rank_chunk(cell_b: int) -> int:
+    """Cells compared per step of the rank loop: [cell_b, CJ] keys at a time on a GPU; the
+    interpreter (numpy, per-op overhead) takes all cells at once."""
+    return cell_b if INTERPRETED else max(1, min(cell_b, 8192 // cell_b))
+
+
+def _fwd_chunk(rb: int) -> int:
+    return max(1, 4096 // (rb * rb))
+
+
+def _bwd_chunk(rb: int, rows_b: int, cols_b: int) -> int:
+    return max(1, 4096 // (rb * max(rb, rows_b, cols_b)))
+
+
+def fused_points_forward(
+    sim: Tensor, params: Tensor, rows: int, cols: int, num_points: int, t_pos: float, t_neg: float,
+    down_sample: int, crop_h: int, crop_w: int, radius: int,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Launch the forward kernel. sim [M, N_p] contiguous, params [M, 8] int32 (``_row_params``).
+
+    Returns refined [M, K, 2] float32, labels [M, K] int64, discrete [M, K, 2] int64.
+    """
+    m, n_p = sim.shape
+    k = num_points
+    refined = torch.empty((m, k, 2), dtype=torch.float32, device=sim.device)
+    labels = torch.empty((m, k), dtype=torch.int64, device=sim.device)
+    discrete = torch.empty((m, k, 2), dtype=torch.int64, device=sim.device)
+    if m == 0:
+        return refined, labels, discrete
+    dh, dw = rows // down_sample, cols // down_sample
+    rb = _window_block(radius)
+    kc = _fwd_chunk(rb)
+    f32 = torch.tensor([rows, cols, dh, dw], dtype=torch.float32)
+    scale_h, scale_w = float(f32[0] / f32[2]), float(f32[1] / f32[3])  # float(in) / out, float32
+    arith = _ARITH_CUDA if sim.device.type == "cuda" else _ARITH_CPU
+    cell_b = _next_pow2(dh * dw)
+    grid = (m, triton.cdiv(k, kc))
+    _sasp_fwd_kernel[grid](
+        sim, params, refined, labels, discrete,
+        n_p, rows, cols, dh, dw, crop_h, crop_w, k,
+        scale_h, scale_w, t_pos, t_neg,
+        R=radius, RB=rb, KC=kc, NP_B=_next_pow2(n_p), CELL_B=cell_b, CJ=_rank_chunk(cell_b),
+        K_B=_next_pow2(k), ARITH=arith,
+        num_warps=4, enable_fp_fusion=False,
+    )
+    return refined, labels, discrete
+
+
+def fused_points_backward(
+    grad: Tensor, sim: Tensor, params: Tensor, discrete: Tensor, rows: int, cols: int,
+    crop_h: int, crop_w: int, radius: int,
+) -> Tensor:
+    """Launch the backward kernel: dL/d refined [M, K, 2] -> dL/d sim [M, N_p] (sim's dtype)."""
+    m, n_p = sim.shape
+    grad_sim = torch.empty_like(sim)
+    if m == 0 or discrete.shape[1] == 0:
+        return grad_sim.zero_()
+    grad = grad.to(torch.float32).contiguous()
+    rb = _window_block(radius)
+    rows_b, cols_b = max(16, _next_pow2(rows)), max(16, _next_pow2(cols))
+    kc = _bwd_chunk(rb, rows_b, cols_b)
+    _sasp_bwd_kernel[(m,)](
+        sim, params, discrete, grad, grad_sim,
+        n_p, rows, cols, crop_h, crop_w, discrete.shape[1],
+        R=radius, RB=rb, KC=kc, NP_B=_next_pow2(n_p), ROWS_B=rows_b, COLS_B=cols_b,
+        num_warps=4 if rows_b * cols_b <= 1024 else 8,
+    )
+    return grad_sim
+
+
+# --------------------------------------------------------------------------------------------
+# Custom op (torch.compile traces it through the fake implementation) and autograd
+# --------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("sasp::fused_points", mutates_args=())
+def fused_points(
+    sim: Tensor, params: Tensor, rows: int, cols: int, num_points: int, t_pos: float, t_neg: float,
+    down_sample: int, crop_h: int, crop_w: int, radius: int,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """SasP selection + DtoC: (refined [M, K, 2] f32, labels [M, K] i64, discrete [M, K, 2] i64)."""
+    return fused_points_forward(
+        sim.contiguous(), params.contiguous(), rows, cols, num_points, t_pos, t_neg,
+        down_sample, crop_h, crop_w, radius,
+    )
+
+
+@fused_points.register_fake
+def _fused_points_fake(sim, params, rows, cols, num_points, t_pos, t_neg, down_sample, crop_h, crop_w, radius):
+    m = sim.shape[0]
+    return (
+        sim.new_empty((m, num_points, 2), dtype=torch.float32),
+        sim.new_empty((m, num_points), dtype=torch.int64),
+        sim.new_empty((m, num_points, 2), dtype=torch.int64),
+    )
+
+
+@torch.library.custom_op("sasp::fused_points_backward", mutates_args=())
+def fused_points_backward_op(
+    grad: Tensor, sim: Tensor, params: Tensor, discrete: Tensor, rows: int, cols: int,
+    crop_h: int, crop_w: int, radius: int,
+) -> Tensor:
+    """dL/d sim [M, N_p] from dL/d refined [M, K, 2] of ``sasp::fused_points``."""
+    return fused_points_backward(
+        grad, sim.contiguous(), params.contiguous(), discrete.contiguous(), rows, cols, crop_h, crop_w, radius
+    )
+
+
+@fused_points_backward_op.register_fake
+def _fused_points_backward_fake(grad, sim, params, discrete, rows, cols, crop_h, crop_w, radius):
+    return torch.empty_like(sim)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    sim, params, rows, cols, _, _, _, _, crop_h, crop_w, radius = inputs
+    ctx.save_for_backward(sim, params, output[2])
+    ctx.meta = (rows, cols, crop_h, crop_w, radius)
+
+
+def _backward(ctx, grad_refined, grad_labels, grad_discrete):
+    sim, params, discrete = ctx.saved_tensors
+    if grad_refined is None:
+        grad_sim = torch.zeros_like(sim)
+    else:
+        grad_sim = torch.ops.sasp.fused_points_backward(grad_refined, sim, params, discrete, *ctx.meta)
+    return (grad_sim,) + (None,) * 10
+
+
+fused_points.register_autograd(_backward, setup_context=_setup_context)
+
+
+# --------------------------------------------------------------------------------------------
+# Functional entry point
+# --------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _row_params_cached(hw: Tuple[Tuple[int, int], ...], sel_grid, crop_grid, geometry: str, device: str) -> Tensor:
+    hw_t = torch.tensor(hw, dtype=torch.int64).view(-1, 2)
+    return _row_params(hw_t, sel_grid, crop_grid, geometry).to(device)
+
+
+def _row_params(hw: Tensor, sel_grid: Tuple[int, int], crop_grid: Tuple[int, int], geometry: str) -> Tensor:
+    """Per-row int32 parameters [M, 8] from the geometry (float64 host arithmetic):
+    H, W, selection pad (h, w), DtoC pad (h, w), bits of float32(H / gh), float32(W / gw)."""
+    sel_pad = grid_padding(hw, sel_grid, geometry)
+    gsize = torch.tensor(sel_grid) + 2 * sel_pad
+    cell = (hw.to(torch.float64) / gsize.to(torch.float64)).to(torch.float32)
+    dtoc_pad = grid_padding(hw, crop_grid, geometry)
+    ints = torch.cat([hw, sel_pad, dtoc_pad], 1).to(torch.int32)
+    return torch.cat([ints, cell.view(torch.int32)], 1).contiguous()
+
+
+def similarity_as_points_triton(
+    sim: Tensor,
+    image_hw: ImageSizes,
+    cfg: Optional[SasPConfig] = None,
+    grid_hw: Optional[Tuple[int, int]] = None,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """SasP end to end with the fused kernels; the contract of ``sasp.ops.similarity_as_points``.
+
+    Args:
+        sim (Tensor): [M, N_p] similarity of each <SEG> with its image's patch tokens (CUDA, or
+            CPU under TRITON_INTERPRET=1); float16, bfloat16, float32 or float64.
+        image_hw (Tensor | list): [M, 2] original image size (H, W) of each row.
+        cfg (SasPConfig): settings; READ-7B's by default.
+        grid_hw (tuple): (rows, cols) of the token grid; default sqrt(N_p) x sqrt(N_p).
+
+    Returns:
+        refined (Tensor): [M, K, 2] float32 refined points (x, y), differentiable in ``sim``.
+        labels (Tensor): [M, K] int64 in {1, 0, -1}.
+        discrete (Tensor): [M, K, 2] int64 discrete points (x, y).
+    """
+    cfg = cfg or SasPConfig()
+    check_sim(sim, cfg.check_finite)
+    m = sim.shape[0]
+    hw = image_sizes(image_hw, m)
+    rows, cols = grid_shape(sim.shape[-1], grid_hw)
+    dh, dw = rows // cfg.down_sample, cols // cfg.down_sample
+    if dh < 1 or dw < 1:
+        raise ValueError(f"down_sample={cfg.down_sample} leaves no cell of the {rows}x{cols} token grid")
+    reason = kernel_limits(sim, cfg, (rows, cols))
+    if reason is not None:
+        raise RuntimeError(f"the fused SasP kernel cannot run: {reason}")
+    ch, cw = crop_shape((rows, cols), cfg.crop_size)
+    key = tuple(map(tuple, hw.tolist()))
+    params = _row_params_cached(key, (dh, dw), (ch, cw), cfg.geometry, str(sim.device))
+    return torch.ops.sasp.fused_points(
+        sim, params, rows, cols, cfg.num_points, float(cfg.t_pos), float(cfg.t_neg),
+        cfg.down_sample, ch, cw, cfg.dtoc_radius,
+    )
