@@ -1,8 +1,11 @@
 """One dispatch guard: which implementation computes SasP (selection + DtoC).
 
 ``SASP_BACKEND=torch|triton`` forces a backend; unset (or ``auto``), CUDA tensors use the
-fused Triton kernel when Triton imports, everything else the torch path. A backend requested
-by name that cannot run raises with the reason; the automatic choice falls back silently.
+fused Triton kernel when Triton imports and the sizes fit the kernel, everything else the torch
+path (the automatic choice never imports Triton for CPU tensors). A backend requested by name
+that cannot run raises a RuntimeError with the reason; the automatic choice falls back
+silently. ``SASP_BACKEND=triton`` on CPU tensors runs Triton's interpreter, and only when
+``TRITON_INTERPRET=1`` was set before the kernels were imported (a test vehicle).
 """
 from __future__ import annotations
 
@@ -21,23 +24,27 @@ from .select import _select
 BACKENDS = ("auto", "torch", "triton")
 
 
-def triton_unavailable_reason(sim: Tensor) -> Optional[str]:
-    """Why the Triton kernel cannot run on ``sim`` (None when it can)."""
+def triton_unavailable_reason(
+    sim: Tensor, cfg: Optional[SasPConfig] = None, grid_hw: Optional[Tuple[int, int]] = None
+) -> Optional[str]:
+    """Why the Triton kernel cannot run on ``sim`` with ``cfg`` (None when it can)."""
     try:
         from .triton import available
     except ImportError as err:  # pragma: no cover - the subpackage ships with sasp
         return f"sasp.ops.triton failed to import: {err}"
-    return available(sim)
+    return available(sim, cfg, grid_hw)
 
 
-def backend_for(sim: Tensor) -> str:
-    """The backend that will run for ``sim``: "torch" or "triton"."""
+def backend_for(
+    sim: Tensor, cfg: Optional[SasPConfig] = None, grid_hw: Optional[Tuple[int, int]] = None
+) -> str:
+    """The backend that will run for ``sim`` (and ``cfg``, ``grid_hw``): "torch" or "triton"."""
     want = os.environ.get("SASP_BACKEND", "auto").strip().lower() or "auto"
     if want not in BACKENDS:
         raise ValueError(f"SASP_BACKEND={want!r}; expected one of {', '.join(BACKENDS)}")
-    if want == "torch":
+    if want == "torch" or (want == "auto" and sim.device.type != "cuda"):
         return "torch"
-    reason = triton_unavailable_reason(sim)
+    reason = triton_unavailable_reason(sim, cfg, grid_hw)
     if want == "triton" and reason is not None:
         raise RuntimeError(f"SASP_BACKEND=triton was requested but the Triton kernel cannot run: {reason}")
     return "triton" if reason is None else "torch"
@@ -52,7 +59,7 @@ def similarity_as_points(
     """SasP end to end: similarity [M, N_p] -> (refined [M, K, 2] float32, labels [M, K],
     discrete [M, K, 2] int64). ``refined`` is differentiable with respect to ``sim``."""
     cfg = cfg or SasPConfig()
-    if backend_for(sim) == "triton":
+    if backend_for(sim, cfg, grid_hw) == "triton":
         from .triton import similarity_as_points_triton
 
         return similarity_as_points_triton(sim, image_hw, cfg, grid_hw)
