@@ -32,6 +32,7 @@ with ``do_pad=True``) is "pad_square".
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import dataclass
@@ -73,6 +74,7 @@ __all__ = [
     "hf_spec",
     "load_model",
     "load_sam_checkpoint",
+    "sam_variant_of",
     "seg_similarity",
     "sigmoid_ce_loss",
     "wrap_hf",
@@ -287,6 +289,32 @@ class SegLlavaGeneration(ModelOutput):
     hidden_states: Optional[Tensor] = None
 
 
+def _init_like_constructor(module: nn.Module) -> None:
+    """Re-create the initial values of segment_anything's modules and of ``nn`` layers (the
+    parameters a checkpoint has already filled are left alone by transformers' guards)."""
+    from segment_anything.modeling import ImageEncoderViT, Sam
+    from segment_anything.modeling.common import LayerNorm2d
+    from segment_anything.modeling.image_encoder import Attention
+    from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
+    from transformers import initialization as init
+
+    if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Embedding, nn.LayerNorm)):
+        module.reset_parameters()
+    elif isinstance(module, LayerNorm2d):
+        init.ones_(module.weight)
+        init.zeros_(module.bias)
+    elif isinstance(module, ImageEncoderViT) and module.pos_embed is not None:
+        init.zeros_(module.pos_embed)
+    elif isinstance(module, Attention) and getattr(module, "use_rel_pos", False):
+        init.zeros_(module.rel_pos_h)
+        init.zeros_(module.rel_pos_w)
+    elif isinstance(module, PositionEmbeddingRandom):
+        init.normal_(module.positional_encoding_gaussian_matrix)
+    elif isinstance(module, Sam):  # non-persistent buffers: never in a checkpoint
+        init.copy_(module.pixel_mean, torch.tensor(SAM_PIXEL_MEAN).view(-1, 1, 1))
+        init.copy_(module.pixel_std, torch.tensor(SAM_PIXEL_STD).view(-1, 1, 1))
+
+
 def _hw_tensor(x: Any, rows: int, name: str) -> Tensor:
     t = torch.as_tensor(x).detach().to("cpu", torch.long)
     if t.dim() == 1 and t.numel() == 2:
@@ -340,21 +368,35 @@ class SegLlavaForCausalLM(LlavaForConditionalGeneration):
         return int(self.config.text_config.max_position_embeddings)
 
     def _init_weights(self, module: nn.Module) -> None:
-        # SAM and the projection keep their own initialisation (stock constructors, or a SAM
-        # checkpoint); only the LLaVA modules get transformers' initialisation.
-        sam = self.__dict__.get("_modules", {}).get("visual_model")
-        if sam is not None:
-            if "_sam_ids" not in self.__dict__:
-                self.__dict__["_sam_ids"] = {id(m) for m in sam.modules()}
-            if id(module) in self.__dict__["_sam_ids"]:
-                if module is sam:  # non-persistent buffers: never in a checkpoint
-                    with torch.no_grad():
-                        sam.pixel_mean.copy_(torch.tensor(SAM_PIXEL_MEAN).view(-1, 1, 1))
-                        sam.pixel_std.copy_(torch.tensor(SAM_PIXEL_STD).view(-1, 1, 1))
-                return
+        """transformers' initialisation for the LLaVA modules; SAM and the projection get what
+        their own constructors give (PyTorch defaults, zero position embeddings, SAM's pixel
+        statistics), so that a model loaded from a LLaVA checkpoint starts like LISA's."""
+        own = self.__dict__.get("_modules", {})
+        if "_own_ids" not in self.__dict__ and "visual_model" in own and "text_hidden_fcs" in own:
+            self.__dict__["_own_ids"] = {id(m) for key in ("visual_model", "text_hidden_fcs") for m in own[key].modules()}
+        if id(module) in self.__dict__.get("_own_ids", ()):
+            _init_like_constructor(module)
+            return
         super()._init_weights(module)
 
     # -- SAM side ------------------------------------------------------------------------
+
+    def _apply(self, fn, recurse: bool = True):
+        # Stock SAM's random-frequency position encoding multiplies float32 coordinates by its
+        # Gaussian matrix, so that buffer must stay float32 when the model moves to fp16/bf16
+        # (LISA's fork edits SAM for this; here the buffer is kept instead).
+        pe = self.visual_model.prompt_encoder.pe_layer
+        kept = pe.positional_encoding_gaussian_matrix
+        out = super()._apply(fn, recurse)
+        moved = pe.positional_encoding_gaussian_matrix
+        if moved.dtype != torch.float32 and kept.dtype == torch.float32:
+            pe.positional_encoding_gaussian_matrix = kept.to(moved.device)
+        return out
+
+    def _sam_position_encoding_float32(self) -> None:
+        pe = self.visual_model.prompt_encoder.pe_layer
+        if pe.positional_encoding_gaussian_matrix.dtype != torch.float32:  # e.g. built under a bf16 default dtype
+            pe.positional_encoding_gaussian_matrix = pe.positional_encoding_gaussian_matrix.float()
 
     def get_visual_embs(self, sam_pixel_values: Tensor) -> Tensor:
         """SAM image embeddings [B, C, h, w]; without gradient unless ``config.train_sam_encoder``."""
@@ -393,6 +435,7 @@ class SegLlavaForCausalLM(LlavaForConditionalGeneration):
         embeds = projected[seg]  # [M, C], row-major
         counts = seg.sum(1).cpu()
         sam = self.visual_model
+        self._sam_position_encoding_float32()
         dense_pe = sam.prompt_encoder.get_dense_pe()
         masks: List[Tensor] = []
         start = 0
@@ -573,44 +616,61 @@ class SegLlavaForCausalLM(LlavaForConditionalGeneration):
         processor: Optional[Union["SegLlavaProcessor", LlavaProcessor]] = None,
         sam_config: Optional[Mapping[str, Any]] = None,
         sam_checkpoint: Optional[Union[str, os.PathLike]] = None,
-        **config_overrides: Any,
+        config_overrides: Optional[Mapping[str, Any]] = None,
+        **from_pretrained_kwargs: Any,
     ) -> Tuple["SegLlavaForCausalLM", "SegLlavaProcessor"]:
-        """Turn a LLaVA-1.5-style checkpoint (path, hub id or loaded model) into this model.
+        """Turn a LLaVA-1.5-style checkpoint (folder, hub id or loaded model) into this model.
 
-        Adds [SEG] to the tokenizer and resizes the embeddings; SAM comes from
-        ``sam_checkpoint`` (random when None) and the projection starts random, as in LISA
-        before training. Returns ``(model, processor)``.
+        The LLaVA weights load through ``from_pretrained`` (``from_pretrained_kwargs``: dtype,
+        device_map, ...); [SEG] is added to the tokenizer and the embeddings are resized; SAM
+        comes from ``sam_checkpoint`` (constructor initialisation when None) and the projection
+        starts from its constructor initialisation, as in LISA before training.
+        ``config_overrides`` set ``SegLlavaConfig`` fields (loss weights, image_geometry ...).
+
+        Returns:
+            (model, processor), the model in eval mode.
         """
+        sam_config = dict(sam_config or {"variant": "vit_h"})
+        extra = dict(config_overrides or {})
+        extra.setdefault("out_dim", int(build_sam(sam_config).prompt_encoder.embed_dim) if sam_config.get("variant") == "custom" else 256)
+        skip = ("model_type", "transformers_version", "architectures", "_name_or_path")
         if isinstance(llava, LlavaForConditionalGeneration):
-            base = llava
             if processor is None:
                 raise ValueError("pass the processor that goes with the loaded LLaVA model")
+            fields = {k: v for k, v in llava.config.to_dict().items() if k not in skip}
+            model = cls(SegLlavaConfig(**fields, sam_config=sam_config, **extra))
+            missing, unexpected = model.load_state_dict(llava.state_dict(), strict=False)
+            missing = [k for k in missing if not k.startswith(("visual_model.", "text_hidden_fcs."))]
+            if missing or unexpected:
+                raise CheckpointError(f"not a LLaVA model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+            model.generation_config = copy.deepcopy(llava.generation_config)
+            model.to(llava.dtype)
         else:
-            base = LlavaForConditionalGeneration.from_pretrained(llava)
             if processor is None:
                 processor = LlavaProcessor.from_pretrained(llava)
+            fields = {k: v for k, v in LlavaConfig.from_pretrained(llava).to_dict().items() if k not in skip}
+            config = SegLlavaConfig(**fields, sam_config=sam_config, **extra)
+            from transformers.utils import logging as hf_logging
+
+            level = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()  # the load report would list every SAM key as missing
+            try:
+                model, info = cls.from_pretrained(llava, config=config, output_loading_info=True, **from_pretrained_kwargs)
+            finally:
+                hf_logging.set_verbosity(level)
+            missing = [k for k in info["missing_keys"] if not k.startswith(("visual_model.", "text_hidden_fcs."))]
+            if missing or info["unexpected_keys"]:
+                raise CheckpointError(
+                    f"{llava} is not a LLaVA-1.5 checkpoint for this architecture: missing {sorted(missing)[:3]}, "
+                    f"unexpected {sorted(info['unexpected_keys'])[:3]}"
+                )
         if isinstance(processor, LlavaProcessor):
             processor = SegLlavaProcessor(processor)
         tokenizer = processor.tokenizer
         tokenizer.add_tokens([SEG_TOKEN], special_tokens=True)
-        sam_config = dict(sam_config or {"variant": "vit_h"})
-        sam_width = int(build_sam(sam_config).prompt_encoder.embed_dim) if sam_config.get("variant") == "custom" else 256
-        config = SegLlavaConfig(
-            **{k: v for k, v in base.config.to_dict().items() if k not in ("model_type", "transformers_version", "architectures")},
-            seg_token_id=int(tokenizer.convert_tokens_to_ids(SEG_TOKEN)),
-            sam_config=sam_config,
-            out_dim=sam_width,
-            **config_overrides,
-        )
-        model = cls(config)
-        missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
-        unexpected = [k for k in unexpected]
-        missing = [k for k in missing if not k.startswith(("visual_model.", "text_hidden_fcs."))]
-        if missing or unexpected:
-            raise CheckpointError(f"not a LLaVA checkpoint: missing {missing[:3]}, unexpected {unexpected[:3]}")
-        model.resize_token_embeddings(len(tokenizer))
-        model.generation_config = base.generation_config
-        model.to(base.dtype)
+        model.config.seg_token_id = int(tokenizer.convert_tokens_to_ids(SEG_TOKEN))
+        if model.get_input_embeddings().num_embeddings < len(tokenizer):
+            model.resize_token_embeddings(len(tokenizer))
         if sam_checkpoint is not None:
             load_sam_checkpoint(model, sam_checkpoint)
         processor.sam_image_size = int(model.visual_model.image_encoder.img_size)
@@ -835,10 +895,29 @@ def build_tiny(
 # --------------------------------------------------------------------------- loading
 
 
-def load_model(path: Union[str, os.PathLike], sam_checkpoint: Optional[str] = None) -> Tuple[SegLlavaForCausalLM, SegLlavaProcessor]:
+def sam_variant_of(checkpoint: Union[str, os.PathLike]) -> str:
+    """"vit_h", "vit_l" or "vit_b" from a segment_anything checkpoint's image-encoder width."""
+    try:
+        state = torch.load(os.fspath(checkpoint), map_location="meta", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a SAM state dict"
+        raise CheckpointError(f"{checkpoint} is not a readable PyTorch state dict ({type(err).__name__}: {err})") from None
+    key = "image_encoder.patch_embed.proj.weight"
+    weight = state.get(key, state.get("visual_model." + key)) if isinstance(state, Mapping) else None
+    variants = {1280: "vit_h", 1024: "vit_l", 768: "vit_b"}
+    if weight is None or int(weight.shape[0]) not in variants:
+        raise CheckpointError(f"{checkpoint} is not a released SAM checkpoint (vit_h, vit_l or vit_b)")
+    return variants[int(weight.shape[0])]
+
+
+def load_model(
+    path: Union[str, os.PathLike],
+    sam_checkpoint: Optional[str] = None,
+    sam_config: Optional[Mapping[str, Any]] = None,
+) -> Tuple[SegLlavaForCausalLM, SegLlavaProcessor]:
     """Load ``(model, processor)`` from a folder written by ``save_pretrained`` (model and
-    processor in the same folder), or convert a LLaVA-1.5 folder (then SAM comes from
-    ``sam_checkpoint``). A checkpoint of another family raises ``CheckpointError``."""
+    processor in the same folder), or convert a LLaVA-1.5 folder: SAM then comes from
+    ``sam_checkpoint`` (its variant read from the file) or ``sam_config`` (default vit_h,
+    untrained). A checkpoint of another family raises ``CheckpointError``."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InputError(f"model folder not found: {path}")
@@ -858,13 +937,27 @@ def load_model(path: Union[str, os.PathLike], sam_checkpoint: Optional[str] = No
     kind = raw.get("model_type")
     arch = ", ".join(raw.get("architectures") or []) or "unknown"
     if kind == SegLlavaConfig.model_type:
-        model = SegLlavaForCausalLM.from_pretrained(path).eval()
-        processor = SegLlavaProcessor.from_pretrained(path)
+        try:
+            model = SegLlavaForCausalLM.from_pretrained(path).eval()
+        except (OSError, ValueError, RuntimeError, KeyError) as err:
+            raise CheckpointError(f"cannot load the model weights from {path} ({type(err).__name__}: {err})") from None
+        try:
+            processor = SegLlavaProcessor.from_pretrained(path)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(
+                f"{path} has no usable processor files ({type(err).__name__}: {err}); save them next to the model "
+                "with processor.save_pretrained(folder)"
+            ) from None
         if sam_checkpoint is not None:
             load_sam_checkpoint(model, sam_checkpoint)
         return model, processor
     if kind == "llava" and not any("LISA" in a or "Lisa" in a for a in raw.get("architectures") or []):
-        return SegLlavaForCausalLM.from_llava(path, sam_checkpoint=sam_checkpoint)
+        if sam_config is None and sam_checkpoint is not None:
+            sam_config = {"variant": sam_variant_of(sam_checkpoint)}
+        try:
+            return SegLlavaForCausalLM.from_llava(path, sam_config=sam_config, sam_checkpoint=sam_checkpoint)
+        except (OSError, KeyError, TypeError) as err:
+            raise CheckpointError(f"cannot load the LLaVA checkpoint {path} ({type(err).__name__}: {err})") from None
     hint = (
         " It is a LISA checkpoint: load it with LISA's code and wrap it with sasp.adapters.lisa.wrap_lisa."
         if "LISA" in arch

@@ -257,11 +257,18 @@ def test_from_llava_keeps_the_llava_weights(tiny, tmp_path):
     })).eval()
     base.save_pretrained(tmp_path)
     processor.llava_processor.save_pretrained(tmp_path)
-    seg, proc = hf.load_model(tmp_path)  # a "llava" folder: converted
+    seg, proc = hf.load_model(tmp_path, sam_config=hf.TINY_SAM_CONFIG)  # a "llava" folder: converted
     assert seg.config.seg_token_id == proc.tokenizer.convert_tokens_to_ids(hf.SEG_TOKEN)
     sd = seg.state_dict()
     for k, v in base.state_dict().items():
         assert torch.equal(sd[k], v), k
+    # what a LLaVA checkpoint lacks starts as SAM's and nn's constructors make it
+    sam = seg.visual_model
+    assert torch.equal(sam.image_encoder.neck[1].weight, torch.ones_like(sam.image_encoder.neck[1].weight))
+    assert not sam.image_encoder.pos_embed.any() and not sam.image_encoder.blocks[0].attn.rel_pos_h.any()
+    torch.testing.assert_close(sam.pixel_mean.flatten(), torch.tensor(hf.SAM_PIXEL_MEAN))
+    assert all(torch.isfinite(v).all() for v in sd.values())
+    assert 0.5 < sam.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix.std() < 1.5
 
 
 def test_wrong_family_checkpoints_are_refused(tmp_path):
@@ -285,6 +292,17 @@ def test_wrong_family_checkpoints_are_refused(tmp_path):
         hf.load_model(tmp_path / "nowhere")
 
 
+def test_incomplete_checkpoint_folders_are_refused(tiny, tmp_path):
+    model, processor = tiny
+    model.save_pretrained(tmp_path / "no_processor")
+    with pytest.raises(hf.CheckpointError, match="processor"):
+        hf.load_model(tmp_path / "no_processor")
+    (tmp_path / "no_weights").mkdir()
+    model.config.save_pretrained(tmp_path / "no_weights")
+    with pytest.raises(hf.CheckpointError, match="cannot load the model weights"):
+        hf.load_model(tmp_path / "no_weights")
+
+
 def test_sam_checkpoints_load_and_wrong_ones_are_refused(tiny, tmp_path):
     model, _ = tiny
     other, _ = hf.build_tiny(seed=1)
@@ -300,6 +318,13 @@ def test_sam_checkpoints_load_and_wrong_ones_are_refused(tiny, tmp_path):
     junk.write_bytes(b"junk")
     with pytest.raises(hf.CheckpointError, match="not a readable"):
         hf.load_sam_checkpoint(other, junk)
+    with pytest.raises(hf.CheckpointError, match="not a readable"):
+        hf.sam_variant_of(junk)
+    with pytest.raises(hf.CheckpointError, match="not a released SAM"):
+        hf.sam_variant_of(path)  # the tiny SAM is no released variant
+    vit_b = tmp_path / "vit_b_like.pth"
+    torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(768, 3, 16, 16)}, vit_b)
+    assert hf.sam_variant_of(vit_b) == "vit_b"
 
 
 # --------------------------------------------------------------------------- SasP
@@ -397,3 +422,20 @@ def test_seg_similarity_matches_written_out_positions(tiny):
     b, j = 1, (ids[1] == model.seg_token_idx).nonzero()[0, 0]
     patches = (ids[b] == model.config.image_token_id).nonzero()[:, 0]
     torch.testing.assert_close(sim[2], h[b, patches].float() @ h[b, j - 1].float())
+
+
+def test_bfloat16_model_with_sasp_points(tiny):
+    """Stock SAM encodes point coordinates in float32; the model keeps that buffer float32."""
+    model, processor = tiny
+    model = copy.deepcopy(model).to(torch.bfloat16)
+    pe = model.visual_model.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+    assert pe.dtype == torch.float32
+    torch.testing.assert_close(pe, tiny[0].visual_model.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix)
+    batch = processor(images=IMAGES[:2], prompts=PROMPTS[:2], answers=["[SEG]", "[SEG] [SEG]"])
+    for key in ("pixel_values", "sam_pixel_values"):
+        batch[key] = batch[key].to(torch.bfloat16)
+    hf.wrap_hf(model, SasPConfig(num_points=10))
+    out = model.segment(**batch, max_new_tokens=0)
+    assert [m.shape[0] for m in out.mask_logits] == [1, 2]
+    assert all(torch.isfinite(m.float()).all() for m in out.mask_logits)
+    unwrap(model)
