@@ -240,19 +240,16 @@ def rows_from_offset(offset: Any, sizes: Sequence[Any]) -> Tensor:
 
 
 def find_core(model: nn.Module) -> nn.Module:
-    """The model below DDP/DeepSpeed's ``.module`` and PEFT's ``.base_model.model``."""
-    seen = set()
-    while id(model) not in seen:
-        seen.add(id(model))
+    """The model below DDP/DeepSpeed/FSDP's ``.module`` and PEFT's ``.base_model.model``."""
+    for _ in range(16):
         if _STATE in model.__dict__:  # not hasattr: PEFT forwards attribute lookups to the model
             return model
-        kind = type(model)
-        names = {c.__name__ for c in kind.__mro__}
-        if names & {"DistributedDataParallel", "DataParallel", "DeepSpeedEngine", "FullyShardedDataParallel"}:
-            model = model.module
-        elif any(c.__module__.startswith("peft.") for c in kind.__mro__) and hasattr(model, "base_model"):
-            base = model.base_model
-            model = base.model if hasattr(base, "model") and base is not model else base
+        names = {c.__name__ for c in type(model).__mro__}
+        subs = model._modules
+        if names & {"DistributedDataParallel", "DataParallel", "DeepSpeedEngine", "FullyShardedDataParallel"} and "module" in subs:
+            model = subs["module"]
+        elif any(c.__module__.startswith("peft.") for c in type(model).__mro__) and ("base_model" in subs or "model" in subs):
+            model = subs["base_model"] if "base_model" in subs else subs["model"]  # PeftModel, then its tuner
         else:
             return model
     return model
@@ -316,12 +313,16 @@ def locate_seg_tokens(
 
 
 class _State:
-    """Everything one wrap attached; stored on the core model as a plain attribute."""
+    """Everything one wrap attached; stored on the core model as a plain attribute.
+
+    Hooks and method shadows are objects that hold this state (no closures), so that
+    ``copy.deepcopy`` and pickling of a wrapped model give a copy wired to its own modules.
+    """
 
     def __init__(self, core: nn.Module, spec: SegPipelineSpec, cfg: SasPConfig, prompt: PromptMode):
-        self.spec, self.cfg, self.prompt = spec, cfg, prompt
-        self.handles: List[Any] = []
-        self.shadowed: Dict[str, Any] = {}  # method name -> previous instance attribute (or _MISSING)
+        self.core, self.spec, self.cfg, self.prompt = core, spec, cfg, prompt
+        self.hooks: List[Tuple[nn.Module, int]] = []  # (module, forward-pre-hook id)
+        self.shadowed: Dict[str, Tuple[bool, Any]] = {}  # method -> (had an instance attribute, its value)
         self.contexts: List[CallContext] = []
         self.off = 0
         self.sam = _get(core, spec.sam)
@@ -340,24 +341,43 @@ class _State:
     def current(self) -> Optional[CallContext]:
         return self.contexts[-1] if self.contexts else None
 
+    def method(self, name: str) -> Callable:
+        """The shadowed method as it was before wrapping, bound to the core model."""
+        had, previous = self.shadowed[name]
+        if had:
+            return previous
+        return getattr(type(self.core), name).__get__(self.core, type(self.core))
 
-_MISSING = object()
+
+class _Shadow:
+    """Instance-level stand-in for a method of the core model (keeps its name and signature)."""
+
+    def __init__(self, state: _State, name: str):
+        self.state, self.name = state, name
+        functools.update_wrapper(self, state.method(name))
 
 
-def _entry_wrapper(state: _State, core: nn.Module, name: str, orig: Callable, reader: ContextReader) -> Callable:
-    sig = inspect.signature(orig)
+class _Entry(_Shadow):
+    """Hook 1: an entry point pushes the call's ``CallContext`` for the other two hooks."""
 
-    @functools.wraps(orig)
-    def entry(*args: Any, **kwargs: Any) -> Any:
+    def __init__(self, state: _State, name: str, reader: ContextReader):
+        super().__init__(state, name)
+        self.reader = reader
+        self.signature = inspect.signature(state.method(name))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        state = self.state
+        orig = state.method(self.name)
         if not state.active:
             return orig(*args, **kwargs)
+        sig = self.signature
         bound = sig.bind(*args, **kwargs)
         bound.apply_defaults()
         arguments = dict(bound.arguments)
         for p in sig.parameters.values():  # fold **kwargs into the mapping
             if p.kind is inspect.Parameter.VAR_KEYWORD:
                 arguments.update(arguments.pop(p.name, {}) or {})
-        ctx = reader(core, arguments)
+        ctx = self.reader(state.core, arguments)
         if ctx is None:
             return orig(*args, **kwargs)
         state.contexts.append(ctx)
@@ -367,43 +387,43 @@ def _entry_wrapper(state: _State, core: nn.Module, name: str, orig: Callable, re
             state.contexts.pop()
         if ctx.left():
             warnings.warn(
-                f"sasp ({state.spec.name}): {ctx.left()} [SEG] point entries of {name}() were not consumed "
+                f"sasp ({state.spec.name}): {ctx.left()} [SEG] point entries of {self.name}() were not consumed "
                 "by SAM's prompt encoder; the spec may not match this pipeline",
                 RuntimeWarning,
                 stacklevel=2,
             )
         return out
 
-    return entry
 
+class _Sequences(_Shadow):
+    """``generate``: its ``sequences`` become the tokens of an active context that has none."""
 
-def _sequence_wrapper(state: _State, orig: Callable) -> Callable:
-    @functools.wraps(orig)
-    def method(*args: Any, **kwargs: Any) -> Any:
-        out = orig(*args, **kwargs)
-        ctx = state.current()
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.state.method(self.name)(*args, **kwargs)
+        ctx = self.state.current()
         if ctx is not None and ctx.tokens is None:
             ctx.tokens = out.sequences if hasattr(out, "sequences") else out
         return out
 
-    return method
 
+class _HiddenHook:
+    """Hook 2 (forward pre-hook on the projection): SasP points for every [SEG], queued."""
 
-def _hidden_hook(state: _State) -> Callable:
-    spec = state.spec
+    def __init__(self, state: _State):
+        self.state = state
 
-    def hook(module: nn.Module, args: Tuple[Any, ...]) -> None:
-        ctx = state.current()
+    def __call__(self, module: nn.Module, args: Tuple[Any, ...]) -> None:
+        state = self.state
+        spec, ctx = state.spec, state.current()
         if not state.active or ctx is None or ctx.tokens is None or not args:
             return None
         h = args[0]
         if not isinstance(h, Tensor) or h.dim() != 3:
-            raise ValueError(f"sasp ({spec.name}): the projection's input must be hidden states [B, T, D], got {type(h).__name__}")
+            shape = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
+            raise ValueError(f"sasp ({spec.name}): the projection's input must be hidden states [B, T, D], got {shape}")
         tokens = ctx.tokens
         if tokens.shape[0] != h.shape[0]:
-            raise ValueError(
-                f"sasp ({spec.name}): {tokens.shape[0]} token rows for {h.shape[0]} hidden-state rows"
-            )
+            raise ValueError(f"sasp ({spec.name}): {tokens.shape[0]} token rows for {h.shape[0]} hidden-state rows")
         rows, seg_pos, start = locate_seg_tokens(tokens, state.seg_id, spec.image_token_id, state.num_patches, spec.seg_offset)
         ctx.queued = True
         n_p, t = state.num_patches, h.shape[1]
@@ -413,43 +433,46 @@ def _hidden_hook(state: _State) -> Callable:
             raise ValueError(f"sasp ({spec.name}): row {r}: a [SEG] or its image lies beyond the {t} hidden states")
         if ctx.image_hw.shape[0] != h.shape[0]:
             raise ValueError(f"sasp ({spec.name}): {ctx.image_hw.shape[0]} image sizes for {h.shape[0]} rows")
+        if rows.numel() == 0:
+            return None
         hw = ctx.image_hw[rows]
-        dev = h.device
-        rows_d, pos_d = rows.to(dev), seg_pos.to(dev)
-        patch_idx = start.to(dev)[rows_d, None] + torch.arange(n_p, device=dev)
-        patches = h[rows_d[:, None], patch_idx]  # [M, N_p, D]
-        sim = similarity(patches, h[rows_d, pos_d])
-        refined, labels, _ = similarity_as_points(sim, hw, state.cfg, state.grid_hw)
-        coords = to_sam_frame(refined, hw, state.long_side)
-        ctx.pending.append((coords, labels))
+        sims, tokens_of = [], {}
+        for r, p in zip(rows.tolist(), seg_pos.tolist()):
+            if r not in tokens_of:  # the row's patches: a view (float32 models) or one cast per row
+                k = int(start[r])
+                tokens_of[r] = h[r, k : k + n_p].float()
+            # one <SEG> at a time: [N_p, D] x [1, D] stays a matrix-vector product on a view,
+            # where a batched gather would copy N_p x D per <SEG>
+            sims.append(similarity(tokens_of[r], h[r, p : p + 1]))
+        refined, labels, _ = similarity_as_points(torch.cat(sims), hw, state.cfg, state.grid_hw)
+        ctx.pending.append((to_sam_frame(refined, hw, state.long_side), labels))
         return None
 
-    return hook
 
+class _PromptHook:
+    """Hook 3 (forward pre-hook with kwargs on SAM's prompt encoder): inject the points."""
 
-def _prompt_hook(state: _State) -> Callable:
-    spec = state.spec
-    sig = inspect.signature(state.sam.prompt_encoder.forward)
+    def __init__(self, state: _State):
+        self.state = state
 
-    def hook(module: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[Tuple[Tuple, Dict]]:
+    def __call__(self, module: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[Tuple[Tuple, Dict]]:
+        state = self.state
         ctx = state.current()
         if not state.active or ctx is None or not ctx.queued:
             return None
-        bound = sig.bind(*args, **kwargs)
-        arguments = dict(bound.arguments)
-        n = spec.prompt_count(arguments)
+        sig = inspect.signature(module.forward)
+        arguments = dict(sig.bind(*args, **kwargs).arguments)
+        n = state.spec.prompt_count(arguments)
         coords, labels = ctx.pop(n, state.cfg.num_points)
         if arguments.get("points") is not None:
             return None  # the pipeline prompts with points of its own: never add them twice
-        dev = state.sam.prompt_encoder.point_embeddings[0].weight.device
+        dev = module.point_embeddings[0].weight.device
         arguments["points"] = (coords.to(dev), labels.to(dev))
         for p in ("boxes", "masks"):
             arguments.setdefault(p, None)
         if state.prompt == "points" and "text_embeds" in sig.parameters:
             arguments["text_embeds"] = None
         return (), arguments
-
-    return hook
 
 
 # --------------------------------------------------------------------------- public API
@@ -515,15 +538,16 @@ def wrap(
     state = _State(core, spec, cfg, prompt)
     try:
         for name, reader in spec.entry_points.items():
-            _shadow(state, core, name, lambda orig, n=name, r=reader: _entry_wrapper(state, core, n, orig, r))
+            _shadow(state, name)
+            object.__setattr__(core, name, _Entry(state, name, reader))
         for name in spec.sequence_methods:
-            if hasattr(core, name):
-                _shadow(state, core, name, lambda orig: _sequence_wrapper(state, orig))
+            if callable(getattr(core, name, None)):
+                _shadow(state, name)
+                object.__setattr__(core, name, _Sequences(state, name))
         projection = _get(core, spec.projection)
-        state.handles.append(projection.register_forward_pre_hook(_hidden_hook(state)))
-        state.handles.append(
-            state.sam.prompt_encoder.register_forward_pre_hook(_prompt_hook(state), with_kwargs=True)
-        )
+        state.hooks.append((projection, projection.register_forward_pre_hook(_HiddenHook(state)).id))
+        encoder = state.sam.prompt_encoder
+        state.hooks.append((encoder, encoder.register_forward_pre_hook(_PromptHook(state), with_kwargs=True).id))
     except Exception:
         _detach(core, state)
         raise
@@ -531,21 +555,25 @@ def wrap(
     return model
 
 
-def _shadow(state: _State, core: nn.Module, name: str, make: Callable[[Callable], Callable]) -> None:
-    orig = getattr(core, name)
-    state.shadowed[name] = core.__dict__.get(name, _MISSING)
-    object.__setattr__(core, name, make(orig))
+def _shadow(state: _State, name: str) -> None:
+    core = state.core
+    if name in state.shadowed:
+        raise ValueError(f"spec {state.spec.name!r} names {name}() twice")
+    if not callable(getattr(core, name, None)):
+        raise ValueError(f"{type(core).__name__} has no method {name}() (spec {state.spec.name!r})")
+    state.shadowed[name] = (name in core.__dict__, core.__dict__.get(name))
 
 
 def _detach(core: nn.Module, state: _State) -> None:
-    for handle in state.handles:
-        handle.remove()
-    state.handles.clear()
-    for name, previous in state.shadowed.items():
-        if previous is _MISSING:
-            core.__dict__.pop(name, None)
-        else:
+    for module, hook_id in state.hooks:  # by id: a RemovableHandle would outlive deepcopy wrong
+        module._forward_pre_hooks.pop(hook_id, None)
+        module._forward_pre_hooks_with_kwargs.pop(hook_id, None)
+    state.hooks.clear()
+    for name, (had, previous) in state.shadowed.items():
+        if had:
             object.__setattr__(core, name, previous)
+        else:
+            core.__dict__.pop(name, None)
     state.shadowed.clear()
     state.contexts.clear()
 

@@ -1,6 +1,7 @@
 """Shared test bodies over the table of cases in adapter_cases.py (one per family)."""
 from __future__ import annotations
 
+import copy
 from typing import Any, Dict, List, Tuple
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 import sasp
 from sasp import similarity, similarity_as_points, to_sam_frame
 from sasp.adapters import config_of, disabled, is_wrapped, unwrap, wrap
-from sasp.adapters.base import locate_seg_tokens
+from sasp.adapters.base import find_core, locate_seg_tokens
 
 from adapter_cases import (
     CASES, CFG, CLIP_PX, IMAGES, N_P, REJ, SAM_PX, SEG, Case, Recorder, build, eval_batch, infer_batch, row_sizes, testing,
@@ -175,6 +176,27 @@ def test_state_dict_round_trip(case: Case, tmp_path) -> None:
     assert_outputs_equal(run(reloaded, case, "infer")[0], run(model, case, "infer")[0])
 
 
+def test_deepcopy(case: Case) -> None:
+    """A deep copy (an EMA model, say) is wired to its own modules, not to the original's.
+    (Pickling the whole model fails in transformers 5 itself: its output-capturing hooks are
+    local functions.)"""
+    model = case.wrap(build(case.family), CFG)
+    copies = [copy.deepcopy(model), copy.deepcopy(model)]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5)  # the original drifts; the copies must not follow it
+    for other in copies:
+        assert is_wrapped(other)
+        rec = Recorder(other)
+        got = run(other, case, "infer")[0]
+        assert rec.points()[0].shape[0] > 0 and len(rec.hidden) == 1
+        with disabled(other):
+            assert_outputs_equal(run(other, case, "infer")[0], run(build(case.family), case, "infer")[0])
+        assert not torch.equal(got["pred_masks"][0], run(build(case.family), case, "infer")[0]["pred_masks"][0])
+        unwrap(other)
+        assert not is_wrapped(other) and is_wrapped(model)
+
+
 def test_gradient_reaches_llm_through_points(case: Case) -> None:
     model = case.wrap(build(case.family), CFG)
     detach_text(model)
@@ -206,6 +228,7 @@ def test_peft_lora(case: Case) -> None:
     peft = pytest.importorskip("peft")
     base = build(case.family)
     lora = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    assert find_core(lora) is base and find_core(lora.base_model) is base
     assert wrap(lora, case.spec, CFG) is lora and is_wrapped(lora) and is_wrapped(base)
     rec = Recorder(base)
     detach_text(base)
@@ -288,3 +311,12 @@ def test_locate_seg_tokens_layouts() -> None:
     assert rows.tolist() == [0] and pos.tolist() == [5] and start.tolist() == [1]
     with pytest.raises(ValueError, match="row 0 holds 2 image tokens"):
         locate_seg_tokens(torch.tensor([[IMAGE, IMAGE, SEG]]), SEG, IMAGE, n_p)
+
+
+def test_retrofit_example_runs(capsys) -> None:
+    import runpy
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "retrofit_lisa.py"
+    runpy.run_path(str(example), run_name="__main__")
+    assert "unwrapped: identical to the original LISA" in capsys.readouterr().out
