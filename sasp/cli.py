@@ -160,6 +160,12 @@ def run_demo(
             raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         torch.manual_seed(seed)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            kind = torch.device(device).type
+        except (RuntimeError, ValueError):
+            raise UserError(f"--device {device!r} is not a device name (cpu, cuda, cuda:1 ...)") from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
         bar.set_description("building tiny model" if model == "tiny" else "loading model")
         notes: List[str] = []
         try:

@@ -175,6 +175,8 @@ def test_bad_inputs_exit_2_with_a_clear_message(tmp_path, capsys):
     assert rc == 2 and "'bert' model" in err
     rc, err = run_main(["demo", "--prompt", "red " * 600, "--out", out, "--quiet"], capsys)
     assert rc == 2 and "context" in err
+    rc, err = run_main(["demo", "--device", "tpu-ish", "--out", out, "--quiet"], capsys)
+    assert rc == 2 and "not a device name" in err
     assert not os.path.exists(out)
     with pytest.raises(SystemExit) as exc:
         cli.main(["demo", "--no-such-option"])

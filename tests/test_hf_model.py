@@ -439,3 +439,20 @@ def test_bfloat16_model_with_sasp_points(tiny):
     assert [m.shape[0] for m in out.mask_logits] == [1, 2]
     assert all(torch.isfinite(m.float()).all() for m in out.mask_logits)
     unwrap(model)
+
+
+def test_wrap_hf_through_peft(tiny):
+    peft = pytest.importorskip("peft")
+    model, processor = tiny
+    base = copy.deepcopy(model)
+    lora = peft.get_peft_model(base, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+    hf.wrap_hf(lora, SasPConfig(num_points=6))
+    assert is_wrapped(lora) and is_wrapped(base)
+    rec = PromptRecorder(base)
+    batch = processor(images=IMAGES[:2], prompts=PROMPTS[:2], answers=["[SEG]", "[SEG] [SEG]"])
+    out = lora.segment(**batch, max_new_tokens=0)
+    rec.handle.remove()
+    assert [m.shape[0] for m in out.masks] == [1, 2]
+    assert len(rec.calls) == 3 and all(c is not None and c[0].shape == (1, 6, 2) for c in rec.calls)
+    unwrap(lora)
+    assert not is_wrapped(base)
