@@ -47,10 +47,12 @@ Run the benchmarks in the source checkout's benchmarks/ folder (bench_<name>.py)
 their tables; every option sasp does not know is passed on to each benchmark.
 
 examples:
-  sasp bench                 # benchmarks/bench_sasp.py, full table
-  sasp bench --quick         # a short run
-  sasp bench --list          # what is there
-  sasp bench --all --quick   # every bench_*.py
+  sasp bench                         # benchmarks/bench_sasp.py, full table
+  sasp bench --quick                 # a short run
+  sasp bench --quick --csv out.csv   # any option of the benchmark passes through
+  sasp bench --list                  # what is there
+  sasp bench --only adapters         # benchmarks/bench_adapters.py
+  sasp bench --all --quick           # every bench_*.py
 """
 
 
@@ -322,9 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench", help="run the benchmarks (options it does not know go to the benchmark)", description=BENCH_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
     )
-    bench.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run, bench_NAME.py (default: sasp)")
+    bench.add_argument("--only", action="append", default=[], metavar="NAME",
+                       help="run bench_NAME.py (repeat or comma-separate; default: sasp)")
     bench.add_argument("--all", action="store_true", help="run every bench_*.py")
     bench.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     bench.add_argument("--dir", metavar="FOLDER", help="benchmarks folder (default: the checkout's benchmarks/)")
@@ -346,7 +349,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 where = benchmarks_dir(args.dir)
                 print("\n".join(available_benchmarks(where)))
                 return 0
-            return run_bench(args.names, extra, args.all, args.dir)
+            names = [n for item in args.only for n in item.split(",") if n]
+            return run_bench(names, extra, args.all, args.dir)
         if args.max_new_tokens < 0:
             raise UserError("--max-new-tokens must be >= 0")
         res = run_demo(

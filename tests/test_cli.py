@@ -203,10 +203,13 @@ def test_bench_lists_the_checkout_benchmarks(capsys):
 def test_bench_passes_options_through_and_reports_failures(tmp_path, capfd):
     (tmp_path / "bench_echo.py").write_text("import sys; print('args:', ' '.join(sys.argv[1:]))\n")
     (tmp_path / "bench_fail.py").write_text("import sys; sys.exit(3)\n")
-    assert cli.main(["bench", "echo", "--dir", str(tmp_path), "--quick", "--threads", "1"]) == 0
-    assert "args: --quick --threads 1" in capfd.readouterr().out
+    csv = str(tmp_path / "out.csv")
+    assert cli.main(["bench", "--only", "echo", "--dir", str(tmp_path), "--quick", "--csv", csv, "--threads", "1"]) == 0
+    assert f"args: --quick --csv {csv} --threads 1" in capfd.readouterr().out
+    assert cli.main(["bench", "--only", "echo,echo", "--dir", str(tmp_path), "--d"]) == 0  # no abbreviations
+    assert "args: --d" in capfd.readouterr().out
     assert cli.main(["bench", "--all", "--dir", str(tmp_path)]) == 1
     assert "fail (exit code 3)" in capfd.readouterr().err
-    assert cli.main(["bench", "nope", "--dir", str(tmp_path)]) == 2
+    assert cli.main(["bench", "--only", "nope", "--dir", str(tmp_path)]) == 2
     assert "no benchmark named nope" in capfd.readouterr().err
     assert cli.main(["bench", "--dir", str(tmp_path / "none")]) == 2
