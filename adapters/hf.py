@@ -385,6 +385,8 @@ class SegLlavaForCausalLM(LlavaForConditionalGeneration):
         # Stock SAM's random-frequency position encoding multiplies float32 coordinates by its
         # Gaussian matrix, so that buffer must stay float32 when the model moves to fp16/bf16
         # (LISA's fork edits SAM for this; here the buffer is kept instead).
+        if "visual_model" not in self._modules:  # still inside __init__
+            return super()._apply(fn, recurse)
         pe = self.visual_model.prompt_encoder.pe_layer
         kept = pe.positional_encoding_gaussian_matrix
         out = super()._apply(fn, recurse)
