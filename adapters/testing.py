@@ -22,11 +22,13 @@ Importing this module imports transformers and segment_anything.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
 from segment_anything.utils.transforms import ResizeLongestSide
 from torch import Tensor, nn
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM, LlamaModel
@@ -60,9 +62,24 @@ __all__ = [
 # --------------------------------------------------------------------------- SAM
 
 
+class ForkPositionEmbedding(PositionEmbeddingRandom):
+    """The LISA fork's random-Fourier position encoding: coordinates are cast to the
+    encoding's dtype, so a bf16 SAM takes float32 points."""
+
+    def _pe_encoding(self, coords: Tensor) -> Tensor:
+        coords = 2 * coords - 1
+        coords = coords.to(self.positional_encoding_gaussian_matrix.dtype) @ self.positional_encoding_gaussian_matrix
+        coords = 2 * math.pi * coords
+        return torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1)
+
+
 class TextPromptEncoder(PromptEncoder):
     """SAM's prompt encoder as the LISA family forks it: a required ``text_embeds`` argument
     [B, 1, C] whose tokens follow the point and box tokens."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pe_layer = ForkPositionEmbedding(self.embed_dim // 2)
 
     def _get_batch_size(self, points, boxes, masks, text_embeds=None) -> int:  # type: ignore[override]
         if points is not None:

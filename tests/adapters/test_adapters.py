@@ -176,6 +176,21 @@ def test_state_dict_round_trip(case: Case, tmp_path) -> None:
     assert_outputs_equal(run(reloaded, case, "infer")[0], run(model, case, "infer")[0])
 
 
+def test_bf16(case: Case) -> None:
+    """A bf16 model: similarity in float32, float32 points into the bf16 SAM (LISA's fork casts)."""
+    model = case.wrap(build(case.family).to(torch.bfloat16), CFG)
+    rec = Recorder(model)
+    batch = infer_batch(case)
+    batch.update({k: batch[k].to(torch.bfloat16) for k in ("images", "images_clip")})
+    with torch.no_grad():
+        out = model(**batch)
+    got, _ = rec.points()
+    assert got.dtype == torch.float32 and got.shape[0] > 0 and torch.isfinite(got).all()
+    want, _ = expected_points(rec.hidden[0], batch["input_ids"], row_sizes(batch))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert all(torch.isfinite(m.float()).all() for m in out["pred_masks"])
+
+
 def test_deepcopy(case: Case) -> None:
     """A deep copy (an EMA model, say) is wired to its own modules, not to the original's.
     (Pickling the whole model fails in transformers 5 itself: its output-capturing hooks are
