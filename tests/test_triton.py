@@ -203,6 +203,50 @@ def test_torch_compile_traces_the_kernel(kernel):
     assert torch.allclose(ga, gb)
 
 
+_AOT = """
+import os, re, subprocess, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+import sasp.ops.triton.sasp_kernel as sk
+
+ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+types = {"params_ptr": "*i32", "labels_ptr": "*i64", "discrete_ptr": "*i64", "bad_ptr": "*i32",
+         "scale_h": "fp32", "scale_w": "fp32", "t_pos": "fp32", "t_neg": "fp32"}  # other *_ptr: fp32
+for rows, ds, radius in [(24, 2, 4), (24, 1, 4)]:  # READ-7B, READ-13B
+    for kernel, (consts, options) in [
+        (sk._sasp_fwd_kernel, sk.forward_meta(rows * rows, rows, rows, ds, radius, "cuda")),
+        (sk._sasp_bwd_kernel, sk.backward_meta(rows * rows, rows, rows, radius)),
+    ]:
+        sig = {a: "constexpr" if a in consts else types.get(a, "*fp32" if a.endswith("_ptr") else "i32")
+               for a in kernel.arg_names}
+        k = triton.compile(ASTSource(kernel, sig, consts), target=GPUTarget("cuda", 90, 32), options=options)
+        path = os.path.join(sys.argv[1], kernel.fn.__name__ + ".ptx")
+        open(path, "w").write(k.asm["ptx"])
+        log = subprocess.run([ptxas, "-arch=sm_90a", "-v", path, "-o", path + ".cubin"],
+                             capture_output=True, text=True, check=True).stderr
+        spills = [int(v) for v in re.findall(r"(\\d+) bytes spill stores", log)]
+        print(kernel.fn.__name__, consts, "shared", k.metadata.shared, "spill stores", spills)
+        assert max(spills) == 0, log
+        assert k.metadata.shared <= 64 * 1024, k.metadata.shared
+"""
+
+
+def _ptxas():
+    spec = importlib.util.find_spec("triton") if HAVE_TRITON else None
+    path = spec and os.path.join(os.path.dirname(spec.origin), "backends", "nvidia", "bin", "ptxas")
+    return path if path and os.access(path, os.X_OK) else None
+
+
+@pytest.mark.skipif(CUDA or _ptxas() is None, reason="needs Triton's NVIDIA backend; CUDA machines compile above")
+def test_kernels_compile_for_sm90_without_spills(tmp_path):
+    """Without a GPU: the compiled (not interpreted) kernels build for an H100 (sm_90) with the
+    launchers' block sizes, without register spills and within 64 KB of shared memory."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path / "cache")
+    subprocess.run([sys.executable, "-c", _AOT, str(tmp_path)], check=True, env=env, timeout=600)
+
+
 # --------------------------------------------------------------------------------------------
 # The dispatch guard
 # --------------------------------------------------------------------------------------------

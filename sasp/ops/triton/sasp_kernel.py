@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 from typing import Optional, Tuple
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -187,15 +188,17 @@ def _gather_row_taps(acc, s_row, cols, lo, inv, win, jy, wy, jx0, wx0, jx1, wx1,
 
 @triton.jit
 def _row_stats(s_row, n_p, NP_B: tl.constexpr):
-    """min, max and 1 / (max - min) (0 for a constant row) of the row's N_p similarities."""
+    """min, max, 1 / (max - min) (0 for a constant row) and the number of non-finite values
+    of the row's N_p similarities."""
     offs = tl.arange(0, NP_B)
     m = offs < n_p
     s = tl.load(s_row + offs, mask=m, other=0.0).to(tl.float32)
+    bad = tl.sum((m & ((s != s) | (tl.abs(s) == float("inf")))).to(tl.int32), 0)
     lo = tl.min(tl.where(m, s, float("inf")), 0)
     hi = tl.max(tl.where(m, s, float("-inf")), 0)
     span = hi - lo
     inv = tl.where(span > 0.0, 1.0 / tl.where(span > 0.0, span, 1.0), 0.0)
-    return lo, hi, inv
+    return lo, hi, inv, bad
 
 
 @triton.jit
@@ -228,23 +231,23 @@ def _windows(s_row, px, py, kmask, h, w, dpad_h, dpad_w, rows, cols, ch, cw, lo,
     xa, wxa, xb, wxb, xc, wxc, xd, wxd = _axis_taps(xs, w, dpad_w, cw, cols)
     win = in_y[:, :, None] & in_x[:, None, :]  # [KC, RB, RB]
     s_win = tl.zeros(win.shape, dtype=tl.float32)
-    s_win = _gather_row_taps(s_win, s_row, cols, lo, inv, win, ya, wya, xa, wxa, xb, wxb, xc, wxc, xd, wxd)
-    s_win = _gather_row_taps(s_win, s_row, cols, lo, inv, win, yb, wyb, xa, wxa, xb, wxb, xc, wxc, xd, wxd)
-    s_win = _gather_row_taps(s_win, s_row, cols, lo, inv, win, yc, wyc, xa, wxa, xb, wxb, xc, wxc, xd, wxd)
-    s_win = _gather_row_taps(s_win, s_row, cols, lo, inv, win, yd, wyd, xa, wxa, xb, wxb, xc, wxc, xd, wxd)
+    for t in range(4):  # a loop, not unrolled: four gathers in flight at a time bound the registers
+        jy = tl.where(t == 0, ya, tl.where(t == 1, yb, tl.where(t == 2, yc, yd)))
+        wy = tl.where(t == 0, wya, tl.where(t == 1, wyb, tl.where(t == 2, wyc, wyd)))
+        s_win = _gather_row_taps(s_win, s_row, cols, lo, inv, win, jy, wy, xa, wxa, xb, wxb, xc, wxc, xd, wxd)
     offf = off.to(tl.float32)
     d2 = offf[None, :, None] * offf[None, :, None] + offf[None, None, :] * offf[None, None, :]
     e = tl.where(win, tl.exp(s_win - d2), 0.0)
     return (e, offf, ya, wya, yb, wyb, yc, wyc, yd, wyd, xa, wxa, xb, wxb, xc, wxc, xd, wxd)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_p", "rows", "cols", "dh", "dw", "ch", "cw", "K"])
 def _sasp_fwd_kernel(
-    sim_ptr, params_ptr, refined_ptr, labels_ptr, discrete_ptr,
+    sim_ptr, params_ptr, refined_ptr, labels_ptr, discrete_ptr, bad_ptr,
     n_p, rows, cols, dh, dw, ch, cw, K,
     scale_h, scale_w, t_pos, t_neg,
     R: tl.constexpr, RB: tl.constexpr, KC: tl.constexpr, NP_B: tl.constexpr, CELL_B: tl.constexpr,
-    CJ: tl.constexpr, K_B: tl.constexpr, ARITH: tl.constexpr,
+    CJ: tl.constexpr, SORT: tl.constexpr, ARITH: tl.constexpr,
 ):
     # scalars as tensors (the interpreter passes floats, the compiler specialises ints == 1)
     rows, cols, dh, dw = tl.cast(rows, tl.int32), tl.cast(cols, tl.int32), tl.cast(dh, tl.int32), tl.cast(dw, tl.int32)
@@ -262,7 +265,6 @@ def _sasp_fwd_kernel(
     cell_w = tl.load(prm + 7).to(tl.float32, bitcast=True)  # float32(W / gw)
 
     # ---- selection: the down-sampled, normalised grid and the order of its cells ----
-    # the rank of a cell in select_points' order = the number of cells whose key is smaller
     ncell = dh * dw
     f = tl.arange(0, CELL_B)
     cell = f < ncell
@@ -270,36 +272,48 @@ def _sasp_fwd_kernel(
     gmin = tl.min(tl.where(cell, g, float("inf")), 0)
     gspan = tl.max(tl.where(cell, g, float("-inf")), 0) - gmin
     key, cat = _cell_keys(g, f, cell, dh, dw, spad_h, spad_w, gmin, gspan, t_pos, t_neg)
-    rank = tl.zeros((CELL_B,), dtype=tl.int32)
-    for j0 in range(0, ncell, CJ):
-        fj = j0 + tl.arange(0, CJ)
-        cj = fj < ncell
-        gj = _selection_values(s_row, fj, cj, rows, cols, dh, dw, scale_h, scale_w, ARITH)
-        kj, _ = _cell_keys(gj, fj, cj, dh, dw, spad_h, spad_w, gmin, gspan, t_pos, t_neg)
-        before = (kj[None, :] < key[:, None]) & cj[None, :]
-        rank += tl.sum(before.to(tl.int32), 1)
+    if SORT:
+        # slot f holds the f-th smallest key; lanes past the cells sort last (category 3,
+        # index >= ncell)
+        key = tl.sort(key)
+        ci = (key & 0xFFFFF).to(tl.int32)
+        cat = (key >> 51).to(tl.int32)
+        slot = f
+    else:
+        # the slot of a cell = its rank = the number of cells with a smaller key
+        ci = f
+        slot = tl.zeros((CELL_B,), dtype=tl.int32)
+        for j0 in range(0, ncell, CJ):
+            fj = j0 + tl.arange(0, CJ)
+            cj = fj < ncell
+            gj = _selection_values(s_row, fj, cj, rows, cols, dh, dw, scale_h, scale_w, ARITH)
+            kj, _ = _cell_keys(gj, fj, cj, dh, dw, spad_h, spad_w, gmin, gspan, t_pos, t_neg)
+            slot += tl.sum(((kj[None, :] < key[:, None]) & cj[None, :]).to(tl.int32), 1)
     real = cat < 3
-    x = (((f % dw) + spad_w).to(tl.float32) + 0.5) * cell_w
-    y = (((f // dw) + spad_h).to(tl.float32) + 0.5) * cell_h
+    x = (((ci % dw) + spad_w).to(tl.float32) + 0.5) * cell_w
+    y = (((ci // dw) + spad_h).to(tl.float32) + 0.5) * cell_h
     x = tl.where(real, tl.minimum(x, (w - 1).to(tl.float32)).to(tl.int64), 0)
     y = tl.where(real, tl.minimum(y, (h - 1).to(tl.float32)).to(tl.int64), 0)
     label = tl.where(cat == 0, 1, tl.where(cat == 1, 0, -1)).to(tl.int64)
-    keep = cell & (rank < K)
-    out = row * K + rank
+    keep = cell & (slot < K)
+    out = row * K + slot
     tl.store(discrete_ptr + out * 2, x, mask=keep)
     tl.store(discrete_ptr + out * 2 + 1, y, mask=keep)
-    # fewer cells than K: the remaining slots are "not a point", (0, 0) with label -1
-    slot = ncell + tl.arange(0, K_B)
-    pad = slot < K
-    tl.store(discrete_ptr + (row * K + slot) * 2, tl.zeros((K_B,), dtype=tl.int64), mask=pad)
-    tl.store(discrete_ptr + (row * K + slot) * 2 + 1, tl.zeros((K_B,), dtype=tl.int64), mask=pad)
     if chunk == 0:
         tl.store(labels_ptr + out, label, mask=keep)
-        tl.store(labels_ptr + row * K + slot, tl.full((K_B,), -1, dtype=tl.int64), mask=pad)
+    # fewer cells than K: the remaining slots are "not a point", (0, 0) with label -1
+    for s0 in range(ncell, K, 64):
+        rest = s0 + tl.arange(0, 64)
+        pad = rest < K
+        tl.store(discrete_ptr + (row * K + rest) * 2, tl.zeros((64,), dtype=tl.int64), mask=pad)
+        tl.store(discrete_ptr + (row * K + rest) * 2 + 1, tl.zeros((64,), dtype=tl.int64), mask=pad)
+        tl.store(labels_ptr + row * K + rest, tl.full((64,), -1, dtype=tl.int64), mask=pad)
     tl.debug_barrier()  # the points are read back below, in the layout of this chunk
 
     # ---- DtoC on the windows of this program's KC points ----
-    lo, hi, inv = _row_stats(s_row, n_p, NP_B)
+    lo, hi, inv, bad = _row_stats(s_row, n_p, NP_B)
+    if chunk == 0:
+        tl.store(bad_ptr + row, bad)
     k = chunk * KC + tl.arange(0, KC)
     kmask = k < K
     pts = discrete_ptr + (row * K + k) * 2
@@ -328,7 +342,7 @@ def _dense_taps(ja, wa, jb, wb, jc, wc, jd, wd, N_B: tl.constexpr):
     return dense
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_p", "rows", "cols", "ch", "cw", "K"])
 def _sasp_bwd_kernel(
     sim_ptr, params_ptr, discrete_ptr, grad_ptr, grad_sim_ptr,
     n_p, rows, cols, ch, cw, K,
@@ -340,7 +354,7 @@ def _sasp_bwd_kernel(
     row = tl.program_id(0).to(tl.int64)
     s_row = sim_ptr + row * n_p
     h, w, dpad_h, dpad_w = _load_row_params(params_ptr + row * 8)
-    lo, hi, inv = _row_stats(s_row, n_p, NP_B)
+    lo, hi, inv, _ = _row_stats(s_row, n_p, NP_B)
 
     # dL/d minmax(s) = sum over points of A_k^T G_k B_k, accumulated in [ROWS_B, COLS_B]
     dsn = tl.zeros((ROWS_B, COLS_B), dtype=tl.float32)
@@ -404,52 +418,86 @@ def _window_block(radius: int) -> int:
     return max(16, _next_pow2(2 * radius + 1))
 
 
+# Block sizes. Registers bound them on a GPU (sm_90, ptxas -v: no spills at these sizes);
+# the interpreter (numpy with a per-op overhead) prefers few, large steps.
+
+
+SORT_IN_INTERPRETER_UP_TO = 64
+"""The order of the cells is one ``tl.sort`` on a GPU; the interpreter's sort is slow, so it
+ranks cells by pairwise comparison instead, except for grids up to this many cells (so that the
+tests exercise the sort path too)."""
+
+
+def _use_sort(cell_b: int) -> bool:
+    return not INTERPRETED or cell_b <= SORT_IN_INTERPRETER_UP_TO
+
+
 def _rank_chunk(cell_b: int) -> int:
-    """Cells compared per step of the rank loop: [cell_b, CJ] keys at a time on a GPU; the
-    interpreter (numpy, per-op overhead) takes all cells at once."""
-    return cell_b if INTERPRETED else max(1, min(cell_b, 8192 // cell_b))
+    """Cells compared per step of the rank loop ([cell_b, CJ] keys at a time)."""
+    return cell_b if INTERPRETED else max(1, 2048 // cell_b)
 
 
 def _fwd_chunk(rb: int) -> int:
-    return max(1, 4096 // (rb * rb))
+    """Points per forward program ([KC, RB, RB] windows)."""
+    return max(1, (8192 if INTERPRETED else 2048) // (rb * rb))
 
 
 def _bwd_chunk(rb: int, rows_b: int, cols_b: int) -> int:
-    return max(1, 4096 // (rb * max(rb, rows_b, cols_b)))
+    """Points per step of the backward loop ([KC, RB, max(RB, rows, cols)] dense taps)."""
+    return max(1, (16384 if INTERPRETED else 2048) // (rb * max(rb, rows_b, cols_b)))
+
+
+def forward_meta(n_p: int, rows: int, cols: int, down_sample: int, radius: int, device_type: str):
+    """Compile-time constants and launch options of the forward kernel for these sizes."""
+    dh, dw = rows // down_sample, cols // down_sample
+    rb = _window_block(radius)
+    cell_b = _next_pow2(dh * dw) if INTERPRETED else max(256, _next_pow2(dh * dw))  # fewer compilations
+    constexprs = dict(
+        R=radius, RB=rb, KC=_fwd_chunk(rb), NP_B=max(1024, _next_pow2(n_p)), CELL_B=cell_b,
+        CJ=_rank_chunk(cell_b), SORT=_use_sort(cell_b), ARITH=_ARITH_CUDA if device_type == "cuda" else _ARITH_CPU,
+    )
+    # no fp contraction: the selection grid reproduces PyTorch's roundings exactly
+    return constexprs, dict(num_warps=4, num_stages=1, enable_fp_fusion=False)
+
+
+def backward_meta(n_p: int, rows: int, cols: int, radius: int):
+    """Compile-time constants and launch options of the backward kernel for these sizes."""
+    rb = _window_block(radius)
+    rows_b, cols_b = max(32, _next_pow2(rows)), max(32, _next_pow2(cols))
+    constexprs = dict(R=radius, RB=rb, KC=_bwd_chunk(rb, rows_b, cols_b), NP_B=max(1024, _next_pow2(n_p)),
+                      ROWS_B=rows_b, COLS_B=cols_b)
+    return constexprs, dict(num_warps=8, num_stages=1)
 
 
 def fused_points_forward(
     sim: Tensor, params: Tensor, rows: int, cols: int, num_points: int, t_pos: float, t_neg: float,
     down_sample: int, crop_h: int, crop_w: int, radius: int,
-) -> Tuple[Tensor, Tensor, Tensor]:
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Launch the forward kernel. sim [M, N_p] contiguous, params [M, 8] int32 (``_row_params``).
 
-    Returns refined [M, K, 2] float32, labels [M, K] int64, discrete [M, K, 2] int64.
+    Returns refined [M, K, 2] float32, labels [M, K] int64, discrete [M, K, 2] int64 and the
+    number of non-finite similarities of each row [M] int32 (the outputs of such rows are
+    meaningless).
     """
     m, n_p = sim.shape
     k = num_points
     refined = torch.empty((m, k, 2), dtype=torch.float32, device=sim.device)
     labels = torch.empty((m, k), dtype=torch.int64, device=sim.device)
     discrete = torch.empty((m, k, 2), dtype=torch.int64, device=sim.device)
+    bad = torch.empty((m,), dtype=torch.int32, device=sim.device)
     if m == 0:
-        return refined, labels, discrete
+        return refined, labels, discrete, bad
     dh, dw = rows // down_sample, cols // down_sample
-    rb = _window_block(radius)
-    kc = _fwd_chunk(rb)
-    f32 = torch.tensor([rows, cols, dh, dw], dtype=torch.float32)
-    scale_h, scale_w = float(f32[0] / f32[2]), float(f32[1] / f32[3])  # float(in) / out, float32
-    arith = _ARITH_CUDA if sim.device.type == "cuda" else _ARITH_CPU
-    cell_b = _next_pow2(dh * dw)
-    grid = (m, triton.cdiv(k, kc))
-    _sasp_fwd_kernel[grid](
-        sim, params, refined, labels, discrete,
+    scale_h = float(np.float32(rows) / np.float32(dh))  # F.interpolate's float(in) / out, in float32
+    scale_w = float(np.float32(cols) / np.float32(dw))
+    constexprs, options = forward_meta(n_p, rows, cols, down_sample, radius, sim.device.type)
+    _sasp_fwd_kernel[(m, triton.cdiv(k, constexprs["KC"]))](
+        sim, params, refined, labels, discrete, bad,
         n_p, rows, cols, dh, dw, crop_h, crop_w, k,
         scale_h, scale_w, t_pos, t_neg,
-        R=radius, RB=rb, KC=kc, NP_B=_next_pow2(n_p), CELL_B=cell_b, CJ=_rank_chunk(cell_b),
-        K_B=_next_pow2(k), ARITH=arith,
-        num_warps=4, enable_fp_fusion=False,
+        **constexprs, **options,
     )
-    return refined, labels, discrete
+    return refined, labels, discrete, bad
 
 
 def fused_points_backward(
@@ -462,29 +510,44 @@ def fused_points_backward(
     if m == 0 or discrete.shape[1] == 0:
         return grad_sim.zero_()
     grad = grad.to(torch.float32).contiguous()
-    rb = _window_block(radius)
-    rows_b, cols_b = max(16, _next_pow2(rows)), max(16, _next_pow2(cols))
-    kc = _bwd_chunk(rb, rows_b, cols_b)
+    constexprs, options = backward_meta(n_p, rows, cols, radius)
     _sasp_bwd_kernel[(m,)](
         sim, params, discrete, grad, grad_sim,
         n_p, rows, cols, crop_h, crop_w, discrete.shape[1],
-        R=radius, RB=rb, KC=kc, NP_B=_next_pow2(n_p), ROWS_B=rows_b, COLS_B=cols_b,
-        num_warps=4 if rows_b * cols_b <= 1024 else 8,
+        **constexprs, **options,
     )
     return grad_sim
 
 
 # --------------------------------------------------------------------------------------------
-# Custom op (torch.compile traces it through the fake implementation) and autograd
+# autograd.Function (eager) and custom op (torch.compile traces it through its fake)
 # --------------------------------------------------------------------------------------------
+
+
+class FusedPoints(torch.autograd.Function):
+    """Selection + DtoC with the fused kernels; gradient into ``sim`` through ``refined``."""
+
+    @staticmethod
+    def forward(ctx, sim, params, rows, cols, num_points, t_pos, t_neg, down_sample, crop_h, crop_w, radius):
+        out = fused_points_forward(sim, params, rows, cols, num_points, t_pos, t_neg, down_sample, crop_h, crop_w, radius)
+        ctx.mark_non_differentiable(*out[1:])
+        ctx.save_for_backward(sim, params, out[2])
+        ctx.meta = (rows, cols, crop_h, crop_w, radius)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_refined, *_):
+        sim, params, discrete = ctx.saved_tensors
+        return (fused_points_backward(grad_refined, sim, params, discrete, *ctx.meta),) + (None,) * 10
 
 
 @torch.library.custom_op("sasp::fused_points", mutates_args=())
 def fused_points(
     sim: Tensor, params: Tensor, rows: int, cols: int, num_points: int, t_pos: float, t_neg: float,
     down_sample: int, crop_h: int, crop_w: int, radius: int,
-) -> Tuple[Tensor, Tensor, Tensor]:
-    """SasP selection + DtoC: (refined [M, K, 2] f32, labels [M, K] i64, discrete [M, K, 2] i64)."""
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """SasP selection + DtoC: refined [M, K, 2] f32, labels [M, K] i64, discrete [M, K, 2] i64,
+    non-finite count per row [M] i32."""
     return fused_points_forward(
         sim.contiguous(), params.contiguous(), rows, cols, num_points, t_pos, t_neg,
         down_sample, crop_h, crop_w, radius,
@@ -498,6 +561,7 @@ def _fused_points_fake(sim, params, rows, cols, num_points, t_pos, t_neg, down_s
         sim.new_empty((m, num_points, 2), dtype=torch.float32),
         sim.new_empty((m, num_points), dtype=torch.int64),
         sim.new_empty((m, num_points, 2), dtype=torch.int64),
+        sim.new_empty((m,), dtype=torch.int32),
     )
 
 
@@ -523,7 +587,7 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.meta = (rows, cols, crop_h, crop_w, radius)
 
 
-def _backward(ctx, grad_refined, grad_labels, grad_discrete):
+def _backward(ctx, grad_refined, *_):
     sim, params, discrete = ctx.saved_tensors
     if grad_refined is None:
         grad_sim = torch.zeros_like(sim)
@@ -540,21 +604,34 @@ fused_points.register_autograd(_backward, setup_context=_setup_context)
 # --------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=64)
-def _row_params_cached(hw: Tuple[Tuple[int, int], ...], sel_grid, crop_grid, geometry: str, device: str) -> Tensor:
-    hw_t = torch.tensor(hw, dtype=torch.int64).view(-1, 2)
-    return _row_params(hw_t, sel_grid, crop_grid, geometry).to(device)
-
-
 def _row_params(hw: Tensor, sel_grid: Tuple[int, int], crop_grid: Tuple[int, int], geometry: str) -> Tensor:
-    """Per-row int32 parameters [M, 8] from the geometry (float64 host arithmetic):
-    H, W, selection pad (h, w), DtoC pad (h, w), bits of float32(H / gh), float32(W / gw)."""
+    """Per-row int32 parameters [M, 8] from the geometry (float64 host arithmetic, as the torch
+    path): H, W, selection pad (h, w), DtoC pad (h, w), bits of float32(H / gh), float32(W / gw)."""
     sel_pad = grid_padding(hw, sel_grid, geometry)
     gsize = torch.tensor(sel_grid) + 2 * sel_pad
     cell = (hw.to(torch.float64) / gsize.to(torch.float64)).to(torch.float32)
     dtoc_pad = grid_padding(hw, crop_grid, geometry)
     ints = torch.cat([hw, sel_pad, dtoc_pad], 1).to(torch.int32)
     return torch.cat([ints, cell.view(torch.int32)], 1).contiguous()
+
+
+@functools.lru_cache(maxsize=256)
+def _row_params_cached(key: Tuple[Tuple[int, int], ...], sel_grid, crop_grid, geometry: str, device: str) -> Tensor:
+    hw = image_sizes(torch.tensor(key, dtype=torch.int64).view(-1, 2), len(key))  # validates
+    return _row_params(hw, sel_grid, crop_grid, geometry).to(device)
+
+
+def _size_key(image_hw: ImageSizes, m: int) -> Tuple[Tuple[int, int], ...]:
+    """Hashable per-row (H, W): straight from a list of int pairs (no tensor round trip),
+    otherwise through ``image_sizes`` (which validates and raises)."""
+    if isinstance(image_hw, (list, tuple)) and len(image_hw) == m:
+        try:
+            key = tuple((h, w) for h, w in image_hw)
+        except (TypeError, ValueError):
+            key = None
+        if key is not None and all(type(h) is int and type(w) is int for h, w in key):
+            return key
+    return tuple(map(tuple, image_sizes(image_hw, m).tolist()))
 
 
 def similarity_as_points_triton(
@@ -576,11 +653,13 @@ def similarity_as_points_triton(
         refined (Tensor): [M, K, 2] float32 refined points (x, y), differentiable in ``sim``.
         labels (Tensor): [M, K] int64 in {1, 0, -1}.
         discrete (Tensor): [M, K, 2] int64 discrete points (x, y).
+
+    With ``cfg.check_finite`` a row holding NaN or Inf raises a ValueError naming it (the
+    kernel counts them; one host synchronisation); without it the call never synchronises.
     """
     cfg = cfg or SasPConfig()
-    check_sim(sim, cfg.check_finite)
+    check_sim(sim, check_finite=False)
     m = sim.shape[0]
-    hw = image_sizes(image_hw, m)
     rows, cols = grid_shape(sim.shape[-1], grid_hw)
     dh, dw = rows // cfg.down_sample, cols // cfg.down_sample
     if dh < 1 or dw < 1:
@@ -589,9 +668,14 @@ def similarity_as_points_triton(
     if reason is not None:
         raise RuntimeError(f"the fused SasP kernel cannot run: {reason}")
     ch, cw = crop_shape((rows, cols), cfg.crop_size)
-    key = tuple(map(tuple, hw.tolist()))
-    params = _row_params_cached(key, (dh, dw), (ch, cw), cfg.geometry, str(sim.device))
-    return torch.ops.sasp.fused_points(
-        sim, params, rows, cols, cfg.num_points, float(cfg.t_pos), float(cfg.t_neg),
-        cfg.down_sample, ch, cw, cfg.dtoc_radius,
-    )
+    params = _row_params_cached(_size_key(image_hw, m), (dh, dw), (ch, cw), cfg.geometry, str(sim.device))
+    args = (sim.contiguous(), params, rows, cols, cfg.num_points, float(cfg.t_pos), float(cfg.t_neg),
+            cfg.down_sample, ch, cw, cfg.dtoc_radius)
+    if torch.compiler.is_compiling():
+        refined, labels, discrete, bad = torch.ops.sasp.fused_points(*args)
+    else:
+        refined, labels, discrete, bad = FusedPoints.apply(*args)
+    if cfg.check_finite and m and bool(bad.any()):
+        row = int(bad.nonzero()[0])
+        raise ValueError(f"similarity of <SEG> row {row} contains NaN or Inf")
+    return refined, labels, discrete
