@@ -21,11 +21,11 @@ def similarity(image_tokens: Tensor, seg_hidden: Tensor) -> Tensor:
     """
     if seg_hidden.dim() != 2:
         raise ValueError(f"seg_hidden must be [M, D], got {tuple(seg_hidden.shape)}")
-    if image_tokens.dim() == 2:
-        image_tokens = image_tokens.unsqueeze(0).expand(seg_hidden.shape[0], -1, -1)
+    if image_tokens.dim() == 2 and image_tokens.shape[-1] == seg_hidden.shape[-1]:
+        return seg_hidden.float() @ image_tokens.float().T  # one image shared by every <SEG>
     if image_tokens.dim() != 3 or image_tokens.shape[0] != seg_hidden.shape[0] or image_tokens.shape[-1] != seg_hidden.shape[-1]:
         raise ValueError(
             f"image_tokens {tuple(image_tokens.shape)} and seg_hidden {tuple(seg_hidden.shape)} "
             "must be [M, N_p, D] and [M, D]"
         )
-    return torch.einsum("mnd,md->mn", image_tokens.float(), seg_hidden.float())
+    return torch.bmm(image_tokens.float(), seg_hidden.float().unsqueeze(-1)).squeeze(-1)
