@@ -211,7 +211,7 @@ from triton.compiler import ASTSource
 import sasp.ops.triton.sasp_kernel as sk
 
 ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-types = {"params_ptr": "*i32", "labels_ptr": "*i64", "discrete_ptr": "*i64", "bad_ptr": "*i32",
+types = {"params_ptr": "*i32", "labels_ptr": "*i64", "discrete_ptr": "*i64", "bad_ptr": "*i32", "count_ptr": "*i32",
          "scale_h": "fp32", "scale_w": "fp32", "t_pos": "fp32", "t_neg": "fp32"}  # other *_ptr: fp32
 for rows, ds, radius in [(24, 2, 4), (24, 1, 4)]:  # READ-7B, READ-13B
     for kernel, (consts, options) in [

@@ -344,23 +344,26 @@ def _dense_taps(ja, wa, jb, wb, jc, wc, jd, wd, N_B: tl.constexpr):
 
 @triton.jit(do_not_specialize=["n_p", "rows", "cols", "ch", "cw", "K"])
 def _sasp_bwd_kernel(
-    sim_ptr, params_ptr, discrete_ptr, grad_ptr, grad_sim_ptr,
+    sim_ptr, params_ptr, discrete_ptr, grad_ptr, grad_sim_ptr, part_ptr, count_ptr,
     n_p, rows, cols, ch, cw, K,
-    R: tl.constexpr, RB: tl.constexpr, KC: tl.constexpr, NP_B: tl.constexpr,
+    R: tl.constexpr, RB: tl.constexpr, KC: tl.constexpr, KCH: tl.constexpr, NP_B: tl.constexpr,
     ROWS_B: tl.constexpr, COLS_B: tl.constexpr,
 ):
     rows, cols, ch, cw = tl.cast(rows, tl.int32), tl.cast(cols, tl.int32), tl.cast(ch, tl.int32), tl.cast(cw, tl.int32)
     n_p, K = tl.cast(n_p, tl.int32), tl.cast(K, tl.int32)
     row = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(1)
+    n_chunks = tl.num_programs(1)
     s_row = sim_ptr + row * n_p
     h, w, dpad_h, dpad_w = _load_row_params(params_ptr + row * 8)
     lo, hi, inv, _ = _row_stats(s_row, n_p, NP_B)
 
-    # dL/d minmax(s) = sum over points of A_k^T G_k B_k, accumulated in [ROWS_B, COLS_B]
+    # this program's KCH points: dL/d minmax(s) = sum over points of A_k^T G_k B_k
     dsn = tl.zeros((ROWS_B, COLS_B), dtype=tl.float32)
-    for k0 in range(0, K, KC):
+    k_end = tl.minimum(chunk * KCH + KCH, K)
+    for k0 in range(chunk * KCH, k_end, KC):
         k = k0 + tl.arange(0, KC)
-        kmask = k < K
+        kmask = k < k_end
         pts = discrete_ptr + (row * K + k) * 2
         px = tl.load(pts, mask=kmask, other=0).to(tl.int32)
         py = tl.load(pts + 1, mask=kmask, other=0).to(tl.int32)
@@ -385,24 +388,33 @@ def _sasp_bwd_kernel(
         u2 = tl.reshape(u, (KC * RB, COLS_B))
         dsn += tl.dot(tl.trans(a2), u2, input_precision="ieee")
 
-    # through the min-max normalisation: s_n = (s - lo) / (hi - lo)
+    # the row's programs leave their partial sums; the last to finish adds them up in chunk
+    # order (deterministic) and applies the min-max backward
     ra = tl.arange(0, ROWS_B)[:, None]
     cb = tl.arange(0, COLS_B)[None, :]
-    m2 = (ra < rows) & (cb < cols)
-    s2 = tl.load(s_row + ra * cols + cb, mask=m2, other=0.0).to(tl.float32)
-    sn = (s2 - lo) * inv
-    dsn = tl.where(m2, dsn, 0.0)
-    d_lo = tl.sum(tl.sum(dsn * (sn - 1.0), 1), 0) * inv
-    d_hi = -tl.sum(tl.sum(dsn * sn, 1), 0) * inv
-    is_lo = m2 & (s2 == lo)
-    is_hi = m2 & (s2 == hi)
-    n_lo = tl.sum(tl.sum(is_lo.to(tl.float32), 1), 0)
-    n_hi = tl.sum(tl.sum(is_hi.to(tl.float32), 1), 0)
-    ds = dsn * inv
-    ds += tl.where(is_lo, d_lo / tl.maximum(n_lo, 1.0), 0.0)
-    ds += tl.where(is_hi, d_hi / tl.maximum(n_hi, 1.0), 0.0)
-    ds = tl.where(inv > 0.0, ds, 0.0)  # constant row: minmax gives zeros, no gradient
-    tl.store(grad_sim_ptr + row * n_p + ra * cols + cb, ds, mask=m2)
+    parts = part_ptr + row * n_chunks * (ROWS_B * COLS_B) + ra * COLS_B + cb
+    tl.store(parts + chunk * (ROWS_B * COLS_B), dsn)
+    tl.debug_barrier()  # every thread's partial is written before the count goes up
+    if tl.atomic_add(count_ptr + row, 1) == n_chunks - 1:  # acq_rel: the others' partials are visible
+        dsn = tl.zeros((ROWS_B, COLS_B), dtype=tl.float32)
+        for c in range(0, n_chunks):
+            dsn += tl.load(parts + c * (ROWS_B * COLS_B), cache_modifier=".cg")
+        # through the min-max normalisation: s_n = (s - lo) / (hi - lo)
+        m2 = (ra < rows) & (cb < cols)
+        s2 = tl.load(s_row + ra * cols + cb, mask=m2, other=0.0).to(tl.float32)
+        sn = (s2 - lo) * inv
+        dsn = tl.where(m2, dsn, 0.0)
+        d_lo = tl.sum(tl.sum(dsn * (sn - 1.0), 1), 0) * inv
+        d_hi = -tl.sum(tl.sum(dsn * sn, 1), 0) * inv
+        is_lo = m2 & (s2 == lo)
+        is_hi = m2 & (s2 == hi)
+        n_lo = tl.sum(tl.sum(is_lo.to(tl.float32), 1), 0)
+        n_hi = tl.sum(tl.sum(is_hi.to(tl.float32), 1), 0)
+        ds = dsn * inv
+        ds += tl.where(is_lo, d_lo / tl.maximum(n_lo, 1.0), 0.0)
+        ds += tl.where(is_hi, d_hi / tl.maximum(n_hi, 1.0), 0.0)
+        ds = tl.where(inv > 0.0, ds, 0.0)  # constant row: minmax gives zeros, no gradient
+        tl.store(grad_sim_ptr + row * n_p + ra * cols + cb, ds, mask=m2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -464,7 +476,8 @@ def backward_meta(n_p: int, rows: int, cols: int, radius: int):
     """Compile-time constants and launch options of the backward kernel for these sizes."""
     rb = _window_block(radius)
     rows_b, cols_b = max(32, _next_pow2(rows)), max(32, _next_pow2(cols))
-    constexprs = dict(R=radius, RB=rb, KC=_bwd_chunk(rb, rows_b, cols_b), NP_B=max(1024, _next_pow2(n_p)),
+    kc = _bwd_chunk(rb, rows_b, cols_b)
+    constexprs = dict(R=radius, RB=rb, KC=kc, KCH=kc if INTERPRETED else 2 * kc, NP_B=max(1024, _next_pow2(n_p)),
                       ROWS_B=rows_b, COLS_B=cols_b)
     return constexprs, dict(num_warps=8, num_stages=1)
 
@@ -510,10 +523,14 @@ def fused_points_backward(
     if m == 0 or discrete.shape[1] == 0:
         return grad_sim.zero_()
     grad = grad.to(torch.float32).contiguous()
+    k = discrete.shape[1]
     constexprs, options = backward_meta(n_p, rows, cols, radius)
-    _sasp_bwd_kernel[(m,)](
-        sim, params, discrete, grad, grad_sim,
-        n_p, rows, cols, crop_h, crop_w, discrete.shape[1],
+    n_chunks = triton.cdiv(k, constexprs["KCH"])
+    parts = torch.empty((m, n_chunks, constexprs["ROWS_B"] * constexprs["COLS_B"]), dtype=torch.float32, device=sim.device)
+    count = torch.zeros((m,), dtype=torch.int32, device=sim.device)
+    _sasp_bwd_kernel[(m, n_chunks)](
+        sim, params, discrete, grad, grad_sim, parts, count,
+        n_p, rows, cols, crop_h, crop_w, k,
         **constexprs, **options,
     )
     return grad_sim
