@@ -4,10 +4,14 @@
     python benchmarks/bench_triton.py --quick        # 1080x1920 only, fewer repetitions
     python benchmarks/bench_triton.py --csv out.csv  # where the CSV rows go (default: $OUT or
                                                      # benchmarks/results/bench_triton.csv)
+    TRITON_INTERPRET=1 python benchmarks/bench_triton.py --device cpu --sizes 120x160 --batches 1 2 --reps 1
+                                                     # smoke run of this script without a GPU
 
 Providers:
   triton     sasp.ops.triton.similarity_as_points_triton (what SASP_BACKEND=triton runs):
-             validation, NaN check, the custom op and its autograd, one launch each way
+             validation, autograd, one launch each way, and the NaN/Inf check (counted by the
+             kernel, one host synchronisation)
+  triton-nc  the same with check_finite=False: no host synchronisation at all
   kernels    the two launchers alone (fused_points_forward / fused_points_backward): the
              kernels' own time, without the Python wrapper
   torch      the torch path (SASP_BACKEND=torch) on the same CUDA tensors
@@ -25,6 +29,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 from typing import Callable, Dict, List
 
 import numpy as np
@@ -42,27 +47,39 @@ from sasp.ops.triton import similarity_as_points_triton  # noqa: E402  (imports 
 SIZES = [(1080, 1920), (4000, 3000)]
 BATCHES = [1, 64]
 TARGET = ((1080, 1920), 64, 100.0, 5.0)  # image, batch, fwd+bwd budget in us, speed-up over torch
+DEVICE = "cuda"
 
 
 def cuda_time(fn: Callable[[], object], reps: int, warmup: int = 3) -> Dict[str, float]:
-    """Per-call latency in microseconds: median, 20th / 80th percentile, min, max."""
+    """Per-call latency in microseconds: median, 20th / 80th percentile, min, max (CUDA
+    events; wall clock for the CPU smoke run)."""
+    cuda = torch.cuda.is_available() and DEVICE == "cuda"
     for _ in range(warmup):
         fn()
-    torch.cuda.synchronize()
+    if cuda:
+        torch.cuda.synchronize()
     times: List[float] = []
     for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3)
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) * 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e6)
     t = np.asarray(times)
     return {"median": float(np.median(t)), "p20": float(np.percentile(t, 20)), "p80": float(np.percentile(t, 80)),
             "min": float(t.min()), "max": float(t.max()), "reps": reps}
 
 
 def peak_mb(fn: Callable[[], object]) -> float:
+    if DEVICE != "cuda":
+        fn()
+        return float("nan")
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
@@ -80,6 +97,11 @@ def providers(cfg):
 
     def triton_fwd(sim, hw):
         return sk.similarity_as_points_triton(sim, hw, cfg)[0], None
+
+    nocheck = cfg.replace(check_finite=False)
+
+    def triton_nc_fwd(sim, hw):
+        return sk.similarity_as_points_triton(sim, hw, nocheck)[0], None
 
     def torch_fwd(sim, hw):
         os.environ["SASP_BACKEND"] = "torch"
@@ -109,6 +131,7 @@ def providers(cfg):
 
     return {
         "triton": (triton_fwd, autograd_bwd),
+        "triton-nc": (triton_nc_fwd, autograd_bwd),
         "kernels": (kernels_fwd, kernels_bwd),
         "torch": (torch_fwd, autograd_bwd),
         "reference": (ref_fwd, autograd_bwd),
@@ -118,14 +141,15 @@ def providers(cfg):
 def measure(fwd, bwd, sim, hw, reps):
     out, state = fwd(sim, hw)
     grad = torch.randn_like(out)
-    res = {"fwd": cuda_time(lambda: fwd(sim, hw), reps)}
-    res["bwd"] = cuda_time(lambda: bwd(sim, out, grad, state), reps)
+    warm = min(3, reps)
+    res = {"fwd": cuda_time(lambda: fwd(sim, hw), reps, warm)}
+    res["bwd"] = cuda_time(lambda: bwd(sim, out, grad, state), reps, warm)
 
     def full():
         o, st = fwd(sim, hw)
         bwd(sim, o, grad, st)
 
-    res["full"] = cuda_time(full, reps)
+    res["full"] = cuda_time(full, reps, warm)
     res["mem"] = peak_mb(full)
     return res
 
@@ -160,6 +184,10 @@ def arithmetic_probe(device: str = "cuda") -> str:
     return f"{same}/{total} outputs bit-identical"
 
 
+def ratio(v: float) -> str:
+    return f"{v:,.0f}x" if v >= 100 else f"{v:.2f}x"
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -176,30 +204,41 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="read-7b", choices=sorted(PRESETS))
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--csv", default=default_csv)
+    ap.add_argument("--sizes", nargs="+", help="image sizes HxW (default 1080x1920 4000x3000)")
+    ap.add_argument("--batches", nargs="+", type=int, default=BATCHES)
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                    help="cpu: a smoke run of the script in Triton's interpreter (TRITON_INTERPRET=1)")
     args = ap.parse_args(argv)
-    if not torch.cuda.is_available():
+    global DEVICE
+    DEVICE = args.device
+    if DEVICE == "cuda" and not torch.cuda.is_available():
         print("bench_triton.py needs a CUDA device (the CPU torch path is benchmarks/bench_sasp.py)")
         return 2
-    os.environ.pop("TRITON_INTERPRET", None)
+    if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        print("--device cpu runs the kernels in Triton's interpreter: set TRITON_INTERPRET=1")
+        return 2
     import triton
 
     torch.manual_seed(0)
     cfg = PRESETS[args.preset]
-    sizes = SIZES[:1] if args.quick else SIZES
+    sizes = [tuple(int(v) for v in x.lower().split("x")) for x in args.sizes] if args.sizes else SIZES
+    sizes = sizes[:1] if args.quick else sizes
     reps = 15 if args.quick else args.reps
     info = machine()
     info.update(triton=triton.__version__, commit=git_commit(), preset=args.preset)
     print(f"sasp {sasp.__version__} | {info['machine']} | torch {info['torch']} | triton {triton.__version__} | {info['date']}")
     print(f"preset {args.preset}: K={cfg.num_points}, down_sample={cfg.down_sample}, N_p=576, dtoc_radius={cfg.dtoc_radius}")
-    print(f"CUDA bilinear arithmetic probe (kernel emulation vs F.interpolate): {arithmetic_probe()}\n")
+    if DEVICE == "cuda":
+        print(f"CUDA bilinear arithmetic probe (kernel emulation vs F.interpolate): {arithmetic_probe()}")
+    print()
 
     provs = providers(cfg)
     print("| image | batch | provider | pass | median us [p20, p80] | peak MB | vs torch | vs reference |")
     print("|---|---|---|---|---|---|---|---|")
     rows, summary = [], {}
     for hw in sizes:
-        for m in BATCHES:
-            sim = torch.randn(m, 576, device="cuda", requires_grad=True)
+        for m in args.batches:
+            sim = torch.randn(m, 576, device=DEVICE, requires_grad=True)
             hws = [hw] * m
             # sanity: the kernel's discrete points and labels equal the torch path's on this input
             rk = similarity_as_points_triton(sim, hws, cfg)
@@ -207,14 +246,14 @@ def main(argv=None) -> int:
             rt = similarity_as_points(sim, hws, cfg)
             os.environ.pop("SASP_BACKEND", None)
             same = bool(torch.equal(rk[1], rt[1]) and torch.equal(rk[2], rt[2]))
-            err = float((rk[0] - rt[0]).abs().max())
+            err = float((rk[0] - rt[0]).detach().abs().max())
             print(f"<!-- {hw[0]}x{hw[1]} batch {m}: points/labels equal to torch path: {same}, max refined diff {err:.2e} px -->")
             results = {}
-            for name in ("triton", "kernels", "torch", "reference"):
+            for name in ("triton", "triton-nc", "kernels", "torch", "reference"):
                 if name == "reference" and m > 1:
                     continue
                 fwd, bwd = provs[name]
-                results[name] = measure(fwd, bwd, sim, hws, 3 if name == "reference" else reps)
+                results[name] = measure(fwd, bwd, sim, hws, min(3, reps) if name == "reference" else reps)
             for name, res in results.items():
                 for p in ("fwd", "bwd", "full"):
                     t = res[p]
@@ -222,7 +261,7 @@ def main(argv=None) -> int:
                     vs_ref = results["reference"][p]["median"] / t["median"] if "reference" in results else float("nan")
                     summary[(hw, m, name, p)] = (t["median"], vs_torch)
                     print(f"| {hw[0]}x{hw[1]} | {m} | {name} | {p} | {t['median']:.1f} [{t['p20']:.1f}, {t['p80']:.1f}] "
-                          f"| {res['mem']:.2f} | {vs_torch:.2f}x | {'' if np.isnan(vs_ref) else f'{vs_ref:,.0f}x'} |")
+                          f"| {res['mem']:.2f} | {ratio(vs_torch)} | {'' if np.isnan(vs_ref) else ratio(vs_ref)} |")
                     rows.append({**info, "image": f"{hw[0]}x{hw[1]}", "batch": m, "provider": name, "pass": p,
                                  "median_us": f"{t['median']:.2f}", "p20_us": f"{t['p20']:.2f}", "p80_us": f"{t['p80']:.2f}",
                                  "min_us": f"{t['min']:.2f}", "max_us": f"{t['max']:.2f}", "reps": t["reps"],
