@@ -4,29 +4,35 @@ Importing this module imports Triton and registers the ``sasp::fused_points`` cu
 its backward, ``sasp::fused_points_backward``); ``sasp.ops.triton`` imports it lazily.
 
 Layers, top to bottom: private ``@triton.jit`` kernels and helpers; the plain launchers
-``fused_points_forward`` / ``fused_points_backward``; the custom op with its fake (meta)
-implementation and autograd formula; ``similarity_as_points_triton``, with the contract of
-``sasp.ops.similarity_as_points``.
+``fused_points_forward`` / ``fused_points_backward`` (block sizes in ``forward_meta`` /
+``backward_meta``); ``FusedPoints`` (autograd.Function, the eager path) and the custom op with
+its fake implementation and autograd formula (what ``torch.compile`` traces);
+``similarity_as_points_triton``, with the contract of ``sasp.ops.similarity_as_points``.
 
-Forward, one program per (<SEG> row, chunk of KC points), batched over rows with per-row image
-sizes:
-1. min-max statistics of the row's N_p similarities (for DtoC);
-2. selection: bilinear down-sampling of the token grid (``F.interpolate``'s index and weight
-   arithmetic, including the fused multiply-adds of PyTorch's CPU or CUDA kernel, so that the
-   grid is bit-identical to the torch path's), min-max normalisation (IEEE division), signed
-   padding / cropping, thresholds, and the order of ``select_points`` as one sort of 64-bit
-   keys (category, value, flat index); the first K become the discrete points and labels;
-3. DtoC on a (2r+1)^2 window around each point: the composed interpolation is separable, so
-   a window value is a 4 x 4-tap gather from the token grid; softmax with -d^2 logits over the
-   in-image pixels of the window; the refined point is the weighted mean offset.
-Backward, one program per row: the window softmax's gradient G (K windows), pulled back to
-the token grid through dense per-point interpolation matrices with two ``tl.dot``s
-(dL/ds_n = sum_k A_k^T G_k B_k), then through the min-max normalisation (ties of min/max
-share the gradient evenly, like ``amin``/``amax``). No atomics: the result is deterministic.
+Forward, one launch; one program per (<SEG> row, chunk of KC points), batched over rows with
+per-row image sizes:
+1. selection, recomputed by each program of a row: bilinear down-sampling of the token grid
+   (``F.interpolate``'s index and weight arithmetic, including where PyTorch's CPU or CUDA
+   kernel fuses multiply-adds, so that the grid is bit-identical to the torch path's on the
+   same device), min-max normalisation (IEEE division), signed padding / cropping,
+   thresholds, and the order of ``select_points`` as 64-bit keys (category, value bits, flat
+   index) put in order by ``tl.sort`` (or, in the interpreter, by counting smaller keys); the
+   first K become the discrete points and labels, (0, 0) / -1 pad rows with fewer cells;
+2. DtoC on a (2r+1)^2 window around each of the program's points: the composed interpolation
+   is separable, so a window value is a 4 x 4-tap gather from the row's N_p similarities
+   (min-max normalised on the fly); softmax with -d^2 logits over the in-image pixels of the
+   window; the refined point is the weighted mean offset. The row's non-finite count is
+   written for the caller's NaN/Inf check.
+Backward, one launch; one program per (row, chunk of KCH points): the window softmax's
+gradient G, pulled back to the token grid through dense per-point interpolation matrices with
+two ``tl.dot``s (dL/ds_n = sum_k A_k^T G_k B_k); the row's last program to finish adds the
+partial sums in chunk order and applies the min-max backward (ties of min / max share the
+gradient evenly, like ``amin`` / ``amax``). Deterministic: no floating-point atomics.
 
 Limits (checked by ``sasp.ops.triton.kernel_limits``; the dispatcher falls back to the torch
 path beyond them): token grid at most 64 x 64, dtoc_radius at most 15, num_points at most
-4096.
+4096. At the launchers' block sizes neither kernel spills registers on sm_90 (see
+tests/test_triton.py::test_kernels_compile_for_sm90_without_spills).
 """
 from __future__ import annotations
 
@@ -48,7 +54,6 @@ from . import kernel_limits
 INTERPRETED = bool(triton.knobs.runtime.interpret)
 """True when the kernels below were defined under TRITON_INTERPRET=1 (they then run on CPU)."""
 
-_N_PARAMS = 8  # per-row int32 parameters, see _row_params
 _ARITH_CPU, _ARITH_CUDA = 0, 1  # whose F.interpolate arithmetic the selection grid reproduces
 
 
@@ -59,7 +64,9 @@ _ARITH_CPU, _ARITH_CUDA = 0, 1  # whose F.interpolate arithmetic the selection g
 
 @triton.jit
 def _fma32(a, b, c):
-    """fma(a, b, c) for float32 tensors, rounded once: a * b is exact in float64."""
+    """fma(a, b, c) of float32 tensors: a * b is exact in float64, the sum is rounded to float64
+    and then to float32 (a double rounding, which differs from one rounding only when the
+    float64 sum lands on a float32 tie: about 2^-29 of random cases)."""
     return (a.to(tl.float64) * b.to(tl.float64) + c.to(tl.float64)).to(tl.float32)
 
 
@@ -215,8 +222,9 @@ def _windows(s_row, px, py, kmask, h, w, dpad_h, dpad_w, rows, cols, ch, cw, lo,
              R: tl.constexpr, RB: tl.constexpr):
     """DtoC's unnormalised softmax weights on the windows of KC points.
 
-    Returns e [KC, RB, RB] (exp(S - d^2) on in-image window pixels, 0 elsewhere), the window
-    offsets oy [RB], ox [RB] (float32) and the row / column taps of the interpolation.
+    Returns a tuple: e [KC, RB, RB] (exp(S - d^2) on the in-image pixels of each window, 0
+    elsewhere; axis 1 is y, axis 2 is x), the window offsets [RB] (float32; -R..R, then
+    padding), then the four (index, weight) taps of the rows [KC, RB] and of the columns.
     """
     o = tl.arange(0, RB)
     in_win = o < 2 * R + 1
