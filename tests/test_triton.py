@@ -24,13 +24,31 @@ HAVE_TRITON = importlib.util.find_spec("triton") is not None
 if HAVE_TRITON and not CUDA:
     os.environ["TRITON_INTERPRET"] = "1"  # before sasp.ops.triton.sasp_kernel defines the kernels
 
+
+def _interpreter_usable() -> bool:
+    """Whether Triton's interpreter can run here: Triton defines its own library functions
+    (tl.sort, tl.max, ...) for the interpreter only when TRITON_INTERPRET=1 is set before it is
+    first imported, and ``import torch._dynamo`` (an earlier test's torch.compile) imports it."""
+    if "triton" not in sys.modules:
+        return True
+    import triton.language.standard as std
+
+    return type(std.sort).__name__ == "InterpretedFunction"
+
+
+IN_PROCESS = CUDA or not HAVE_TRITON or _interpreter_usable()
+
 from core_cases import CASES, ulps32  # noqa: E402
 from sasp import READ_7B, READ_13B, SasP, SasPConfig, similarity_as_points  # noqa: E402
 from sasp.ops import backend_for, dtoc, dtoc_ref, select_points, select_points_ref  # noqa: E402
 from sasp.ops.triton import available, kernel_limits  # noqa: E402
 
 DEVICE = "cuda" if CUDA else "cpu"
-needs_triton = pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed")
+needs_triton = pytest.mark.skipif(
+    not (HAVE_TRITON and IN_PROCESS),
+    reason="triton is not installed" if not HAVE_TRITON
+    else "Triton was imported before TRITON_INTERPRET=1 was set: test_kernel_tests_in_a_fresh_interpreter runs these",
+)
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +220,18 @@ def test_torch_compile_traces_the_kernel(kernel):
     ga = torch.autograd.grad(eager[0].sum(), sim)[0]
     gb = torch.autograd.grad(compiled[0].sum(), sim)[0]
     assert torch.allclose(ga, gb)
+
+
+@pytest.mark.skipif(not HAVE_TRITON or IN_PROCESS, reason="the kernel tests run in this process")
+def test_kernel_tests_in_a_fresh_interpreter():
+    """The kernel tests of this file, in a fresh process where TRITON_INTERPRET=1 precedes Triton."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    env.pop("SASP_BACKEND", None)
+    cmd = [sys.executable, "-m", "pytest", os.path.abspath(__file__), "-q", "-x", "-p", "no:cacheprovider",
+           "-k", "not sm90 and not fresh_interpreter"]
+    done = subprocess.run(cmd, env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
 
 
 _AOT = """

@@ -36,6 +36,7 @@ tests/test_triton.py::test_kernels_compile_for_sm90_without_spills).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Optional, Tuple
 
@@ -44,6 +45,7 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from ...config import SasPConfig
 from ...geometry import ImageSizes, grid_padding, grid_shape, image_sizes
@@ -467,6 +469,13 @@ def _bwd_chunk(rb: int, rows_b: int, cols_b: int) -> int:
     return max(1, (16384 if INTERPRETED else 2048) // (rb * max(rb, rows_b, cols_b)))
 
 
+def _on_device(t: Tensor):
+    """Triton launches on the current CUDA device: make it ``t``'s."""
+    if t.is_cuda and t.device.index != torch.cuda.current_device():
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
+
+
 def forward_meta(n_p: int, rows: int, cols: int, down_sample: int, radius: int, device_type: str):
     """Compile-time constants and launch options of the forward kernel for these sizes."""
     dh, dw = rows // down_sample, cols // down_sample
@@ -512,12 +521,13 @@ def fused_points_forward(
     scale_h = float(np.float32(rows) / np.float32(dh))  # F.interpolate's float(in) / out, in float32
     scale_w = float(np.float32(cols) / np.float32(dw))
     constexprs, options = forward_meta(n_p, rows, cols, down_sample, radius, sim.device.type)
-    _sasp_fwd_kernel[(m, triton.cdiv(k, constexprs["KC"]))](
-        sim, params, refined, labels, discrete, bad,
-        n_p, rows, cols, dh, dw, crop_h, crop_w, k,
-        scale_h, scale_w, t_pos, t_neg,
-        **constexprs, **options,
-    )
+    with _on_device(sim):
+        _sasp_fwd_kernel[(m, triton.cdiv(k, constexprs["KC"]))](
+            sim, params, refined, labels, discrete, bad,
+            n_p, rows, cols, dh, dw, crop_h, crop_w, k,
+            scale_h, scale_w, t_pos, t_neg,
+            **constexprs, **options,
+        )
     return refined, labels, discrete, bad
 
 
@@ -536,11 +546,12 @@ def fused_points_backward(
     n_chunks = triton.cdiv(k, constexprs["KCH"])
     parts = torch.empty((m, n_chunks, constexprs["ROWS_B"] * constexprs["COLS_B"]), dtype=torch.float32, device=sim.device)
     count = torch.zeros((m,), dtype=torch.int32, device=sim.device)
-    _sasp_bwd_kernel[(m, n_chunks)](
-        sim, params, discrete, grad, grad_sim, parts, count,
-        n_p, rows, cols, crop_h, crop_w, k,
-        **constexprs, **options,
-    )
+    with _on_device(sim):
+        _sasp_bwd_kernel[(m, n_chunks)](
+            sim, params, discrete, grad, grad_sim, parts, count,
+            n_p, rows, cols, crop_h, crop_w, k,
+            **constexprs, **options,
+        )
     return grad_sim
 
 
@@ -561,6 +572,7 @@ class FusedPoints(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_refined, *_):
         sim, params, discrete = ctx.saved_tensors
         return (fused_points_backward(grad_refined, sim, params, discrete, *ctx.meta),) + (None,) * 10
