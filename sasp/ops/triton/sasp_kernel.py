@@ -681,7 +681,8 @@ def similarity_as_points_triton(
 
     Args:
         sim (Tensor): [M, N_p] similarity of each <SEG> with its image's patch tokens (CUDA, or
-            CPU under TRITON_INTERPRET=1); float16, bfloat16, float32 or float64.
+            CPU under TRITON_INTERPRET=1); float16, bfloat16, float32 or float64 (computed in
+            float32, like the torch path; the gradient comes back in sim's dtype).
         image_hw (Tensor | list): [M, 2] original image size (H, W) of each row.
         cfg (SasPConfig): settings; READ-7B's by default.
         grid_hw (tuple): (rows, cols) of the token grid; default sqrt(N_p) x sqrt(N_p).
@@ -706,7 +707,10 @@ def similarity_as_points_triton(
         raise RuntimeError(f"the fused SasP kernel cannot run: {reason}")
     ch, cw = crop_shape((rows, cols), cfg.crop_size)
     params = _row_params_cached(_size_key(image_hw, m), (dh, dw), (ch, cw), cfg.geometry, str(sim.device))
-    args = (sim.contiguous(), params, rows, cols, cfg.num_points, float(cfg.t_pos), float(cfg.t_neg),
+    # the kernels read float32 (as the torch path computes); other dtypes are cast (and their
+    # gradient cast back by autograd), which keeps one compiled variant per block size
+    sim32 = sim.to(torch.float32).contiguous()
+    args = (sim32, params, rows, cols, cfg.num_points, float(cfg.t_pos), float(cfg.t_neg),
             cfg.down_sample, ch, cw, cfg.dtoc_radius)
     if torch.compiler.is_compiling():
         refined, labels, discrete, bad = torch.ops.sasp.fused_points(*args)
