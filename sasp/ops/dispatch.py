@@ -42,8 +42,8 @@ def backend_for(
     want = os.environ.get("SASP_BACKEND", "auto").strip().lower() or "auto"
     if want not in BACKENDS:
         raise ValueError(f"SASP_BACKEND={want!r}; expected one of {', '.join(BACKENDS)}")
-    if want == "torch" or (want == "auto" and sim.device.type != "cuda"):
-        return "torch"
+    if want == "torch" or not isinstance(sim, Tensor) or (want == "auto" and sim.device.type != "cuda"):
+        return "torch"  # (a non-tensor goes on to the torch path's ValueError)
     reason = triton_unavailable_reason(sim, cfg, grid_hw)
     if want == "triton" and reason is not None:
         raise RuntimeError(f"SASP_BACKEND=triton was requested but the Triton kernel cannot run: {reason}")
