@@ -152,6 +152,21 @@ def test_matches_references_core_cases(kernel, case):
 
 
 @needs_triton
+@pytest.mark.skipif(CUDA, reason="on CUDA every test above takes the sort path")
+def test_sort_path_at_gpu_block_sizes(kernel, monkeypatch):
+    """The GPU's selection (one tl.sort of 256 keys for READ-7B's 12 x 12 grid, 1024 for
+    READ-13B's 24 x 24) in the interpreter, which otherwise ranks grids of more than 64 cells
+    by counting."""
+    import sasp.ops.triton.sasp_kernel as sk
+
+    monkeypatch.setattr(sk, "SORT_IN_INTERPRETER_UP_TO", 1024)
+    sim = torch.randn(2, 576, dtype=torch.float64).mul(2).round()  # with ties
+    sim[1] = torch.randn(576, dtype=torch.float64)
+    _check(kernel, sim, [(480, 640), (100, 1)], READ_7B.replace(geometry="pad_square"), strict=True)
+    _check(kernel, sim[1:], [(64, 48)], READ_13B, strict=True)  # 576 cells: a sort of 1024 keys
+
+
+@needs_triton
 def test_ties_and_constant_rows(kernel, monkeypatch):
     """Quantised maps (ties in values, min and max) and constant rows, mixed in one call."""
     monkeypatch.setenv("SASP_BACKEND", "torch")  # the comparison below is with the torch path
