@@ -160,10 +160,15 @@ def test_sort_path_at_gpu_block_sizes(kernel, monkeypatch):
     import sasp.ops.triton.sasp_kernel as sk
 
     monkeypatch.setattr(sk, "SORT_IN_INTERPRETER_UP_TO", 1024)
-    sim = torch.randn(2, 576, dtype=torch.float64).mul(2).round()  # with ties
-    sim[1] = torch.randn(576, dtype=torch.float64)
-    _check(kernel, sim, [(480, 640), (100, 1)], READ_7B.replace(geometry="pad_square"), strict=True)
-    _check(kernel, sim[1:], [(64, 48)], READ_13B, strict=True)  # 576 cells: a sort of 1024 keys
+    sk.forward_meta.cache_clear()
+    try:
+        assert sk.forward_meta(576, 24, 24, 1, 4, "cpu")[0]["SORT"]
+        sim = torch.randn(2, 576, dtype=torch.float64).mul(2).round()  # with ties
+        sim[1] = torch.randn(576, dtype=torch.float64)
+        _check(kernel, sim, [(480, 640), (100, 1)], READ_7B.replace(geometry="pad_square"), strict=True)
+        _check(kernel, sim[1:], [(64, 48)], READ_13B, strict=True)  # 576 cells: a sort of 1024 keys
+    finally:
+        sk.forward_meta.cache_clear()
 
 
 @needs_triton

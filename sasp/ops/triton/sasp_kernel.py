@@ -476,8 +476,10 @@ def _on_device(t: Tensor):
     return contextlib.nullcontext()
 
 
+@functools.lru_cache(maxsize=64)
 def forward_meta(n_p: int, rows: int, cols: int, down_sample: int, radius: int, device_type: str):
-    """Compile-time constants and launch options of the forward kernel for these sizes."""
+    """Compile-time constants and launch options of the forward kernel for these sizes (cached:
+    the dicts are shared, read-only)."""
     dh, dw = rows // down_sample, cols // down_sample
     rb = _window_block(radius)
     cell_b = _next_pow2(dh * dw) if INTERPRETED else max(256, _next_pow2(dh * dw))  # fewer compilations
@@ -489,8 +491,10 @@ def forward_meta(n_p: int, rows: int, cols: int, down_sample: int, radius: int, 
     return constexprs, dict(num_warps=4, num_stages=1, enable_fp_fusion=False)
 
 
+@functools.lru_cache(maxsize=64)
 def backward_meta(n_p: int, rows: int, cols: int, radius: int):
-    """Compile-time constants and launch options of the backward kernel for these sizes."""
+    """Compile-time constants and launch options of the backward kernel for these sizes (cached:
+    the dicts are shared, read-only)."""
     rb = _window_block(radius)
     rows_b, cols_b = max(32, _next_pow2(rows)), max(32, _next_pow2(cols))
     kc = _bwd_chunk(rb, rows_b, cols_b)
