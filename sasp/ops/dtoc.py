@@ -21,9 +21,9 @@ Gradients reach ``sim`` through S and its min-max normalisation; the integer poi
 """
 from __future__ import annotations
 
-import functools
 from typing import Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -40,32 +40,49 @@ def crop_shape(grid: Tuple[int, int], crop_size: int) -> Tuple[int, int]:
     return max(1, crop_size * rows // long), max(1, crop_size * cols // long)
 
 
-@functools.lru_cache(maxsize=64)
-def _resize_matrix(n: int, mid: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """[mid + 1, n]: row q holds the weights of F.interpolate (linear, align_corners=False)
-    from n cells to output cell q of mid; the last row is zero (the zero padding)."""
-    eye = torch.eye(n, dtype=torch.float64).view(1, n, n)
-    mat = F.interpolate(eye, size=mid, mode="linear", align_corners=False)[0].T
-    return F.pad(mat, (0, 0, 0, 1)).to(device=device, dtype=dtype)
+def _axis_taps(pix: np.ndarray, size: np.ndarray, pad: np.ndarray, mid: np.ndarray, n: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The composed 1-D interpolation along each axis, as 4 taps (grid cell, weight) per pixel.
 
-
-def _axis_weights(pix: Tensor, size: Tensor, pad: Tensor, mid: int, n: int, dtype: torch.dtype) -> Tensor:
-    """Rows of the composed 1-D interpolation operator along one axis, dense over n grid cells.
-
-    For integer output pixels ``pix`` [M, K, R] along an axis of length ``size`` [M]: the value
-    at a pixel is bilinear (align_corners=False) from the padded axis of length mid + 2 * pad
-    (index arithmetic in float64, as F.interpolate does for float64), whose cell q - pad is
-    row q - pad of ``_resize_matrix`` (zero in the padding; a negative pad crops). Returns
-    weights [M, K, R, n] of ``dtype``.
+    For integer output pixels ``pix`` [M, K, A, R] (inside the image) along A axes of lengths
+    ``size`` [M, A]: the value at a pixel is linear (align_corners=False) from the padded axis
+    of length mid + 2 * pad, whose cell q is linear from the n grid cells at q - pad (zero in
+    the padding; a negative pad crops); ``mid`` and ``n`` are [A]. Float64 arithmetic, as
+    F.interpolate computes for float64. Returns cells [M, K, A, R, 4] int64 and weights
+    [M, K, A, R, 4] float64.
     """
-    padded = (mid + 2 * pad)[:, None, None]
-    src = ((pix.to(torch.float64) + 0.5) * (padded / size[:, None, None].to(torch.float64)) - 0.5).clamp(min=0)
-    i0 = torch.minimum(src.floor().long(), padded - 1)
-    q = torch.stack([i0, torch.minimum(i0 + 1, padded - 1)], -1) - pad[:, None, None, None]
-    q = torch.where((q >= 0) & (q < mid), q, mid)  # outside the map: the zero row
-    l1 = (src - i0).to(dtype)
-    rows = _resize_matrix(n, mid, pix.device, dtype)[q]  # [M, K, R, 2, n]
-    return torch.lerp(rows[..., 0, :], rows[..., 1, :], l1[..., None])
+    mid, n = mid[:, None, None], n[:, None, None]  # [A, 1, 1]: broadcast against [M, K, A, R, 1]
+    padded = (mid + 2 * pad[:, None, :, None, None])
+    src = np.maximum((pix[..., None] + 0.5) * (padded / size[:, None, :, None, None]) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), padded - 1)
+    l1 = src - i0
+    q = np.concatenate([i0, np.minimum(i0 + 1, padded - 1)], -1) - pad[:, None, :, None, None]
+    w1 = np.concatenate([1 - l1, l1], -1) * ((q >= 0) & (q < mid))  # zero in the padding
+    src2 = np.maximum((np.clip(q, 0, mid - 1) + 0.5) * (n / mid) - 0.5, 0.0)
+    j0 = np.minimum(np.floor(src2).astype(np.int64), n - 1)
+    l2 = src2 - j0
+    return np.concatenate([j0, np.minimum(j0 + 1, n - 1)], -1), np.concatenate([w1 * (1 - l2), w1 * l2], -1)
+
+
+def _window_operators(hw: Tensor, points: np.ndarray, cfg: SasPConfig, grid: Tuple[int, int]):
+    """Host-side, non-differentiable part of DtoC for integer points [M, K, 2] (x, y): the
+    row and column interpolation taps of each window (cells and weights [M, K, 2, R, 4], see
+    ``_axis_taps``) and the logit bias [M, K, R, R] (-d^2 inside the image, -inf outside)."""
+    pad = grid_padding(hw, crop_shape(grid, cfg.crop_size), cfg.geometry).numpy()
+    size = hw.numpy()
+    off = np.arange(-cfg.dtoc_radius, cfg.dtoc_radius + 1)
+    pix = points[..., ::-1, None] + off  # [M, K, 2, R]: rows (y) then columns (x)
+    inside = (pix >= 0) & (pix < size[:, None, :, None])
+    pix = np.minimum(np.maximum(pix, 0), size[:, None, :, None] - 1)
+    d2 = off[:, None] ** 2 + off[None, :] ** 2
+    bias = np.where(inside[:, :, 0, :, None] & inside[:, :, 1, None, :], -d2, -np.inf)
+    cells, weights = _axis_taps(pix, size, pad, np.array(crop_shape(grid, cfg.crop_size)), np.array(grid))
+    return cells, weights, bias
+
+
+def _dense(cells: np.ndarray, weights: np.ndarray, n: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Scatter 4 taps per pixel into dense operator rows [..., n] on the device."""
+    w = torch.from_numpy(weights).to(device, dtype)
+    return w.new_zeros(weights.shape[:-1] + (n,)).scatter_add_(-1, torch.from_numpy(cells).to(device), w)
 
 
 def dtoc(
@@ -99,33 +116,28 @@ def dtoc(
 
 
 def _dtoc(sim: Tensor, hw: Tensor, points: Tensor, cfg: SasPConfig, grid: Tuple[int, int]) -> Tensor:
-    """``dtoc`` on validated inputs (hw: CPU int64 [M, 2]; grid: (rows, cols))."""
+    """``dtoc`` on validated inputs (hw: CPU int64 [M, 2]; grid: (rows, cols)).
+
+    The window taps are computed on the host (one transfer of the points down if they live
+    on a device, five small ones up); only the dense operators, S on the windows, the softmax and the mean offsets run in
+    torch, so autograd sees a handful of ops whatever K, H and W are.
+    """
     m, k, dev = sim.shape[0], points.shape[1], sim.device
     rows, cols = grid
-    ch, cw = crop_shape(grid, cfg.crop_size)
-    pad = grid_padding(hw, (ch, cw), cfg.geometry)
-    geo = torch.cat([hw, pad]).to(dev)  # one transfer: sizes [M, 2] then pads [M, 2]
-    size, pad = geo[:m], geo[m:]
-    r = cfg.dtoc_radius
-    off = torch.arange(-r, r + 1, device=dev)
-    pts = points.to(dev).long()
-    pix = pts.flip(-1)[..., None] + off  # [M, K, 2, R]: rows (y) then columns (x)
-    inside = (pix >= 0) & (pix < size[:, None, :, None])
-    pix = torch.minimum(pix.clamp(min=0), size[:, None, :, None] - 1)
+    pts = points.detach().to("cpu", torch.int64).numpy()
     dt = torch.float64 if sim.dtype == torch.float64 else torch.float32  # float64 for gradcheck
-    a = _axis_weights(pix[:, :, 0], size[:, 0], pad[:, 0], ch, rows, dt)  # [M, K, R, rows]
-    b = _axis_weights(pix[:, :, 1], size[:, 1], pad[:, 1], cw, cols, dt)  # [M, K, R, cols]
+    cells, weights, bias = _window_operators(hw, pts, cfg, grid)
+    ab = _dense(cells, weights, max(rows, cols), dev, dt)  # [M, K, 2, R, max(rows, cols)]
+    a, b = ab[:, :, 0, :, :rows], ab[:, :, 1, :, :cols]  # row and column operators of each window
+    bias = torch.from_numpy(bias).to(dev, dt)
+    n = a.shape[2]
 
     s = minmax(sim.to(dt)).view(m, rows, cols)
-    n = off.numel()
-    s_win = (a.reshape(m, k * n, rows) @ s).view(m, k, n, cols) @ b.transpose(-1, -2)  # S on the window
-
-    d2 = (off.view(-1, 1) ** 2 + off.view(1, -1) ** 2).to(dt)
-    logits = (s_win - d2).masked_fill(~(inside[:, :, 0, :, None] & inside[:, :, 1, None, :]), float("-inf"))
-    p = torch.softmax(logits.flatten(2), -1).view_as(logits)
-    offf = off.to(dt)
-    shift = torch.stack([p.sum(-2) @ offf, p.sum(-1) @ offf], -1)  # (dx, dy)
-    return pts.to(dt) + shift
+    s_win = (a.reshape(m, k * n, rows) @ s).view(m, k, n, cols) @ b.transpose(-1, -2)  # S on the windows
+    p = torch.softmax((s_win + bias).view(m, k, n * n), -1).view(m, k, n, n)
+    off = torch.arange(-cfg.dtoc_radius, cfg.dtoc_radius + 1, device=dev, dtype=dt)
+    shift = torch.stack([p.sum(-2) @ off, p.sum(-1) @ off], -1)  # (dx, dy)
+    return torch.from_numpy(pts).to(dev, dt) + shift
 
 
 def dtoc_ref(

@@ -1,7 +1,7 @@
 """Discrete selection of SasP: similarity map -> K integer pixel points and labels.
 
 ``select_points`` is the fast path: batched over <SEG>s with per-row image sizes, no Python
-loop over points, no per-element host synchronisation. ``select_points_ref`` is its literal
+loop over rows or points, one host round trip per call (the d x d grids down, the points up). ``select_points_ref`` is its literal
 twin (METHOD.md step by step, one row and one point at a time) and the test oracle.
 
 Order of the K kept candidates: positives (value >= t_pos) by value, highest first; then
@@ -62,49 +62,53 @@ def select_points(
     return _select(sim, hw, cfg, grid_shape(sim.shape[-1], grid_hw))
 
 
-def _layout(hw: Tensor, dh: int, dw: int, geometry: str):
-    """Host-side per-row layout of the (dh, dw) grid: signed pads (pad_h, pad_w) [M, 2] int64,
-    the float32 bounds and pixel scales (W - 1, H - 1, W / gw, H / gh) [M, 4], and which grid
-    rows and columns survive a crop [M, dh + dw]."""
-    pad = grid_padding(hw, (dh, dw), geometry).numpy()
-    hwn = hw.numpy()
-    gsize = np.array([dh, dw]) + 2 * pad
-    scale = (hwn.astype(np.float64) / gsize).astype(np.float32)  # READ: float(H) / gh, then f32
-    fmeta = np.concatenate([scale, (hwn - 1).astype(np.float32)], 1)[:, ::-1].copy()  # (x, y) order
-    r, c = np.arange(dh), np.arange(dw)
-    keep = np.concatenate([(r + pad[:, :1] >= 0) & (r < dh + pad[:, :1]), (c + pad[:, 1:] >= 0) & (c < dw + pad[:, 1:])], 1)
-    return torch.from_numpy(pad), torch.from_numpy(fmeta), torch.from_numpy(keep)
-
-
 def _select(sim: Tensor, hw: Tensor, cfg: SasPConfig, grid: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
     """``select_points`` on validated inputs (hw: CPU int64 [M, 2]; grid: (rows, cols))."""
-    m, k, dev = sim.shape[0], cfg.num_points, sim.device
-    if m == 0:
-        return sim.new_zeros((0, k, 2), dtype=torch.long), sim.new_zeros((0, k), dtype=torch.long)
-    g = _selection_grid(sim, cfg, grid)
-    _, dh, dw = g.shape
-    pad, fmeta, keep = (t.to(dev) for t in _layout(hw, dh, dw, cfg.geometry))
-    valid = (keep[:, :dh, None] & keep[:, None, dh:]).flatten(1)
-    g = g.flatten(1)
+    points, labels = _select_host(sim, hw, cfg, grid)
+    return torch.from_numpy(points).to(sim.device), torch.from_numpy(labels).to(sim.device)
 
-    live = valid & (g.amax(-1, keepdim=True) > 0)  # a constant row (all zeros) has only neutrals
-    pos = live & (g >= cfg.t_pos)
-    neg = live & (g <= cfg.t_neg)  # g >= 0 holds after min-max normalisation
-    cat = torch.where(pos, _POS, torch.where(neg, _NEG, torch.where(valid, _NEU, _NONE)))
-    key = torch.where(pos, -g, torch.where(neg, g, 0.0))
-    order = key.sort(dim=-1, stable=True).indices  # within a category: by value, ties by index
-    order = order.gather(-1, cat.gather(-1, order).sort(dim=-1, stable=True).indices)
+
+def _select_host(sim: Tensor, hw: Tensor, cfg: SasPConfig, grid: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
+    """The selection as host arrays: points [M, K, 2] int64 and labels [M, K] int64.
+
+    The d x d grids are resized and normalised by torch on sim's device (bit-identical to the
+    reference), then come to the host in one transfer: the rest is integer bookkeeping on
+    [M, d * d] arrays, where numpy's per-call cost is a fraction of torch's.
+    """
+    m, k = sim.shape[0], cfg.num_points
+    if m == 0:
+        return np.zeros((0, k, 2), np.int64), np.zeros((0, k), np.int64)
+    g = _selection_grid(sim.detach(), cfg, grid)
+    _, dh, dw = g.shape
+    g = g.reshape(m, dh * dw).cpu().numpy()
+    pad = grid_padding(hw, (dh, dw), cfg.geometry).numpy()  # signed (pad_h, pad_w)
+    hwn = hw.numpy()
+
+    r = np.arange(dh * dw) // dw + pad[:, :1]  # cell row / column in the padded grid
+    c = np.arange(dh * dw) % dw + pad[:, 1:]
+    gsize = np.array([dh, dw]) + 2 * pad
+    valid = (r >= 0) & (r < gsize[:, :1]) & (c >= 0) & (c < gsize[:, 1:])
+    live = valid & (g.max(1, keepdims=True) > 0)  # a constant row (all zeros) has only neutrals
+    pos = live & (g >= np.float32(cfg.t_pos))
+    neg = live & (g <= np.float32(cfg.t_neg))  # g >= 0 holds after min-max normalisation
+    cat = np.where(pos, _POS, np.where(neg, _NEG, np.where(valid, _NEU, _NONE)))
+    key = np.where(pos, -g, np.where(neg, g, np.float32(0)))
+    order = np.lexsort((key, cat), axis=-1)  # category, then value; stable: ties by flat index
     n = min(k, order.shape[-1])
     idx = order[:, :n]
-    kept = cat.gather(-1, idx)
+    kept = np.take_along_axis(cat, idx, -1)
 
-    cell = torch.stack([idx.remainder(dw), idx.div(dw, rounding_mode="floor")], -1) + pad.flip(-1)[:, None]
-    xy = torch.minimum((cell.float() + 0.5) * fmeta[:, None, 2:], fmeta[:, None, :2]).long()
-    points = xy.masked_fill((kept == _NONE)[..., None], 0)
-    labels = torch.tensor(_LABEL, device=dev)[kept]
-    if n < k:
-        points = F.pad(points, (0, 0, 0, k - n))
-        labels = F.pad(labels, (0, k - n), value=-1)
+    # pixel coordinates in float32 as READ computes them, then truncation
+    scale = (hwn.astype(np.float64) / gsize).astype(np.float32)  # float(H) / gh, float(W) / gw
+    bound = (hwn - 1).astype(np.float32)
+    y = np.minimum((np.take_along_axis(r, idx, -1).astype(np.float32) + np.float32(0.5)) * scale[:, :1], bound[:, :1])
+    x = np.minimum((np.take_along_axis(c, idx, -1).astype(np.float32) + np.float32(0.5)) * scale[:, 1:], bound[:, 1:])
+    none = kept == _NONE
+    points = np.zeros((m, k, 2), np.int64)
+    points[:, :n, 0] = np.where(none, 0, x.astype(np.int64))
+    points[:, :n, 1] = np.where(none, 0, y.astype(np.int64))
+    labels = np.full((m, k), -1, np.int64)
+    labels[:, :n] = np.asarray(_LABEL)[kept]
     return points, labels
 
 
