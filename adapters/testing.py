@@ -34,6 +34,8 @@ from torch import Tensor, nn
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM, LlamaModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from sasp.adapters.hf import dice_loss, sigmoid_ce_loss  # LISA's mask losses
+
 IGNORE_INDEX = -100
 IMAGE_TOKEN_INDEX = -200
 
@@ -312,20 +314,6 @@ class TinyLlavaForCausalLM(LlamaForCausalLM):
 
 
 # --------------------------------------------------------------------------- losses
-
-
-def dice_loss(inputs: Tensor, targets: Tensor, num_masks: float, scale: float = 1000, eps: float = 1e-6) -> Tensor:
-    inputs = inputs.sigmoid().flatten(1, 2)
-    targets = targets.flatten(1, 2)
-    numerator = 2 * (inputs / scale * targets).sum(-1)
-    denominator = (inputs / scale).sum(-1) + (targets / scale).sum(-1)
-    loss = 1 - (numerator + eps) / (denominator + eps)
-    return loss.sum() / (num_masks + 1e-8)
-
-
-def sigmoid_ce_loss(inputs: Tensor, targets: Tensor, num_masks: float) -> Tensor:
-    loss = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
-    return loss.flatten(1, 2).mean(1).sum() / (num_masks + 1e-8)
 
 
 def mask_losses(pred_masks: Sequence[Tensor], gt_masks: Sequence[Tensor]) -> Tuple[Tensor, Tensor]:

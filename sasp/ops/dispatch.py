@@ -56,8 +56,10 @@ def similarity_as_points(
     cfg: Optional[SasPConfig] = None,
     grid_hw: Optional[Tuple[int, int]] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """SasP end to end: similarity [M, N_p] -> (refined [M, K, 2] float32, labels [M, K],
-    discrete [M, K, 2] int64). ``refined`` is differentiable with respect to ``sim``."""
+    """SasP end to end: similarity [M, N_p] -> (refined [M, K, 2], labels [M, K] int64,
+    discrete [M, K, 2] int64). ``refined`` is differentiable with respect to ``sim``; it is
+    float32, except on the torch path for a float64 ``sim`` (float64, so that gradcheck works).
+    """
     cfg = cfg or SasPConfig()
     if backend_for(sim, cfg, grid_hw) == "triton":
         from .triton import similarity_as_points_triton
