@@ -68,6 +68,7 @@ def _select(sim: Tensor, hw: Tensor, cfg: SasPConfig, grid: Tuple[int, int]) -> 
     return torch.from_numpy(points).to(sim.device), torch.from_numpy(labels).to(sim.device)
 
 
+@torch.compiler.disable  # host-side bookkeeping: torch.compile runs it eagerly, not traced as numpy
 def _select_host(sim: Tensor, hw: Tensor, cfg: SasPConfig, grid: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
     """The selection as host arrays: points [M, K, 2] int64 and labels [M, K] int64.
 
