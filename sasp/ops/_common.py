@@ -1,8 +1,30 @@
 """Checks and small helpers shared by the ops."""
 from __future__ import annotations
 
+import functools
+import sys
+
 import torch
 from torch import Tensor
+
+
+def eager(fn):
+    """Run ``fn`` (host-side numpy bookkeeping) eagerly under ``torch.compile``.
+
+    ``torch.compiler.disable`` would import dynamo, and with it Triton, at ``import sasp``; this
+    wrapper builds the disabled function only once dynamo is loaded, i.e. when compiling.
+    """
+    disabled = []
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if "torch._dynamo" not in sys.modules:
+            return fn(*args, **kwargs)
+        if not disabled:
+            disabled.append(torch.compiler.disable(fn))
+        return disabled[0](*args, **kwargs)
+
+    return wrapper
 
 
 def check_sim(sim: Tensor, check_finite: bool = True) -> None:

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..config import SasPConfig
 from ..geometry import ImageSizes, grid_padding, grid_shape, image_sizes
-from ._common import check_sim, minmax
+from ._common import check_sim, eager, minmax
 
 
 def crop_shape(grid: Tuple[int, int], crop_size: int) -> Tuple[int, int]:
@@ -63,7 +63,7 @@ def _axis_taps(pix: np.ndarray, size: np.ndarray, pad: np.ndarray, mid: np.ndarr
     return np.concatenate([j0, np.minimum(j0 + 1, n - 1)], -1), np.concatenate([w1 * (1 - l2), w1 * l2], -1)
 
 
-@torch.compiler.disable  # host-side, non-differentiable: run eagerly under torch.compile
+@eager  # host-side, non-differentiable: torch.compile runs it eagerly
 def _window_operators(hw: Tensor, points: np.ndarray, cfg: SasPConfig, grid: Tuple[int, int]):
     """Host-side, non-differentiable part of DtoC for integer points [M, K, 2] (x, y): the
     row and column interpolation taps of each window (cells and weights [M, K, 2, R, 4], see

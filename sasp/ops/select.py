@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..config import SasPConfig
 from ..geometry import ImageSizes, grid_padding, grid_shape, image_sizes
-from ._common import check_sim, minmax
+from ._common import check_sim, eager, minmax
 
 _POS, _NEG, _NEU, _NONE = 0, 1, 2, 3
 _LABEL = (1, 0, -1, -1)
@@ -68,7 +68,7 @@ def _select(sim: Tensor, hw: Tensor, cfg: SasPConfig, grid: Tuple[int, int]) -> 
     return torch.from_numpy(points).to(sim.device), torch.from_numpy(labels).to(sim.device)
 
 
-@torch.compiler.disable  # host-side bookkeeping: torch.compile runs it eagerly, not traced as numpy
+@eager  # host-side bookkeeping: torch.compile runs it eagerly instead of tracing the numpy
 def _select_host(sim: Tensor, hw: Tensor, cfg: SasPConfig, grid: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
     """The selection as host arrays: points [M, K, 2] int64 and labels [M, K] int64.
 
