@@ -251,6 +251,23 @@ def _windows(s_row, px, py, kmask, h, w, dpad_h, dpad_w, rows, cols, ch, cw, lo,
     return (e, offf, ya, wya, yb, wyb, yc, wyc, yd, wyd, xa, wxa, xb, wxb, xc, wxc, xd, wxd)
 
 
+@triton.jit
+def _window_means(s_row, pts, kmask, h, w, dpad_h, dpad_w, rows, cols, ch, cw, lo, inv,
+                  R: tl.constexpr, RB: tl.constexpr):
+    """Load KC points (x, y) at ``pts`` and return them, their windows (``_windows``), the
+    softmax normalisers z [KC] and the mean offsets mx, my [KC] (DtoC's shift)."""
+    px = tl.load(pts, mask=kmask, other=0).to(tl.int32)
+    py = tl.load(pts + 1, mask=kmask, other=0).to(tl.int32)
+    win = _windows(s_row, px, py, kmask, h, w, dpad_h, dpad_w, rows, cols, ch, cw, lo, inv, R, RB)
+    e = win[0]
+    off = win[1]
+    z = tl.sum(tl.sum(e, 2), 1)
+    z = tl.where(z > 0.0, z, 1.0)
+    mx = tl.sum(tl.sum(e * off[None, None, :], 2), 1) / z
+    my = tl.sum(tl.sum(e * off[None, :, None], 2), 1) / z
+    return px, py, win, z, mx, my
+
+
 @triton.jit(do_not_specialize=["n_p", "rows", "cols", "dh", "dw", "ch", "cw", "K"])
 def _sasp_fwd_kernel(
     sim_ptr, params_ptr, refined_ptr, labels_ptr, discrete_ptr, bad_ptr,
@@ -326,16 +343,9 @@ def _sasp_fwd_kernel(
         tl.store(bad_ptr + row, bad)
     k = chunk * KC + tl.arange(0, KC)
     kmask = k < K
-    pts = discrete_ptr + (row * K + k) * 2
-    px = tl.load(pts, mask=kmask, other=0).to(tl.int32)
-    py = tl.load(pts + 1, mask=kmask, other=0).to(tl.int32)
-    win = _windows(s_row, px, py, kmask, h, w, dpad_h, dpad_w, rows, cols, ch, cw, lo, inv, R, RB)
-    e = win[0]
-    off = win[1]
-    z = tl.sum(tl.sum(e, 2), 1)
-    z = tl.where(z > 0.0, z, 1.0)
-    mx = tl.sum(tl.sum(e * off[None, None, :], 2), 1) / z
-    my = tl.sum(tl.sum(e * off[None, :, None], 2), 1) / z
+    px, py, win, z, mx, my = _window_means(
+        s_row, discrete_ptr + (row * K + k) * 2, kmask, h, w, dpad_h, dpad_w, rows, cols, ch, cw, lo, inv, R, RB
+    )
     dst = refined_ptr + (row * K + k) * 2
     tl.store(dst, px.to(tl.float32) + mx, mask=kmask)
     tl.store(dst + 1, py.to(tl.float32) + my, mask=kmask)
@@ -374,16 +384,11 @@ def _sasp_bwd_kernel(
     for k0 in range(chunk * KCH, k_end, KC):
         k = k0 + tl.arange(0, KC)
         kmask = k < k_end
-        pts = discrete_ptr + (row * K + k) * 2
-        px = tl.load(pts, mask=kmask, other=0).to(tl.int32)
-        py = tl.load(pts + 1, mask=kmask, other=0).to(tl.int32)
-        win = _windows(s_row, px, py, kmask, h, w, dpad_h, dpad_w, rows, cols, ch, cw, lo, inv, R, RB)
+        px, py, win, z, mx, my = _window_means(
+            s_row, discrete_ptr + (row * K + k) * 2, kmask, h, w, dpad_h, dpad_w, rows, cols, ch, cw, lo, inv, R, RB
+        )
         e = win[0]
         off = win[1]
-        z = tl.sum(tl.sum(e, 2), 1)
-        z = tl.where(z > 0.0, z, 1.0)
-        mx = tl.sum(tl.sum(e * off[None, None, :], 2), 1) / z
-        my = tl.sum(tl.sum(e * off[None, :, None], 2), 1) / z
         gp = grad_ptr + (row * K + k) * 2
         gx = tl.load(gp, mask=kmask, other=0.0).to(tl.float32)
         gy = tl.load(gp + 1, mask=kmask, other=0.0).to(tl.float32)
