@@ -33,18 +33,29 @@ def grid_shape(num_patches: int, grid_hw: Optional[Tuple[int, int]] = None) -> T
 
 def image_sizes(image_hw: ImageSizes, rows: int) -> Tensor:
     """Validate per-row image sizes; returns a CPU int64 tensor [rows, 2] of (H, W)."""
-    hw = torch.as_tensor(image_hw).detach().to("cpu")
-    if hw.dim() == 1 and hw.numel() == 2:
-        hw = hw.expand(rows, 2)
-    if hw.dim() != 2 or hw.shape[-1] != 2 or hw.shape[0] != rows:
+    return torch.from_numpy(host_sizes(image_hw, rows))
+
+
+def host_sizes(image_hw: ImageSizes, rows: int) -> np.ndarray:
+    """``image_sizes`` as a host array: int64 [rows, 2] of (H, W), validated."""
+    if isinstance(image_hw, Tensor):
+        t = image_hw.detach()
+        hw = (t.double() if t.is_floating_point() else t.long()).cpu().numpy()
+    else:
+        hw = np.asarray(image_hw)
+    if hw.ndim == 1 and hw.size == 2:
+        hw = np.broadcast_to(hw, (rows, 2))
+    if hw.ndim != 2 or hw.shape[-1] != 2 or hw.shape[0] != rows:
         raise ValueError(f"image_hw must have shape [{rows}, 2] (H, W per row), got {tuple(hw.shape)}")
-    if hw.is_floating_point():
-        if not torch.equal(hw, hw.floor()):
+    if hw.dtype.kind == "f":
+        if not np.array_equal(hw, np.floor(hw)):
             raise ValueError("image_hw must hold whole pixel counts")
-    hw = hw.to(torch.int64)
-    bad = (hw <= 0).any(-1).nonzero()
-    if len(bad):
-        r = int(bad[0])
+    elif hw.dtype.kind not in "iub":
+        raise ValueError(f"image_hw must hold integer pixel counts, got dtype {hw.dtype}")
+    hw = hw.astype(np.int64)
+    bad = (hw <= 0).any(-1)
+    if bad.any():
+        r = int(bad.argmax())
         raise ValueError(f"row {r}: image size {tuple(hw[r].tolist())} must be positive")
     return hw
 
@@ -60,19 +71,19 @@ def grid_padding(hw: Tensor, grid: Tuple[int, int], geometry: str) -> Tensor:
     crops the cells that fall on the padding (keeping at least one row and column for images
     thinner than a cell).
     """
-    h, w = hw.numpy().astype(np.float64).T  # host arithmetic, vectorised over rows
-    gh, gw = grid
+    return torch.from_numpy(host_padding(hw.numpy(), grid, geometry))
+
+
+def host_padding(hw: np.ndarray, grid: Tuple[int, int], geometry: str) -> np.ndarray:
+    """``grid_padding`` on a host int64 array [M, 2]; returns int64 [M, 2]."""
+    hwf, grid = hw.astype(np.float64), np.array(grid)  # host arithmetic, vectorised over rows
     if geometry == "center_crop":
-        scale = np.maximum(gh / h, gw / w)
-        pad = ((h * scale).astype(np.int64) - gh) // 2, ((w * scale).astype(np.int64) - gw) // 2
-    elif geometry == "pad_square":
-        scale = np.minimum(gh / h, gw / w)
-        new_h = np.maximum((h * scale).astype(np.int64), 1)
-        new_w = np.maximum((w * scale).astype(np.int64), 1)
-        pad = -((gh - new_h) // 2), -((gw - new_w) // 2)
-    else:
-        raise ValueError(f"unknown geometry {geometry!r}")
-    return torch.from_numpy(np.stack(pad, -1).astype(np.int64))
+        scale = (grid / hwf).max(1, keepdims=True)
+        return ((hwf * scale).astype(np.int64) - grid) // 2
+    if geometry == "pad_square":
+        scale = (grid / hwf).min(1, keepdims=True)
+        return -((grid - np.maximum((hwf * scale).astype(np.int64), 1)) // 2)
+    raise ValueError(f"unknown geometry {geometry!r}")
 
 
 def sam_resize_shape(hw: Tensor, long_side: int = 1024) -> Tensor:

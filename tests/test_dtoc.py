@@ -98,3 +98,29 @@ def test_empty_batch_and_modules():
 def test_bad_points_shape():
     with pytest.raises(ValueError, match="points must have shape"):
         dtoc(torch.randn(2, 576), [(10, 10)] * 2, torch.zeros(2, 30))
+
+
+def test_points_outside_the_image_raise():
+    points = torch.tensor([[[5, 5], [10, 3]]])  # x = 10 is outside a 10-pixel-wide image
+    with pytest.raises(ValueError, match="point 1 of <SEG> row 0"):
+        dtoc(torch.randn(1, 576), [(20, 10)], points)
+    with pytest.raises(ValueError, match="outside"):
+        dtoc(torch.randn(1, 576), [(20, 10)], -points)
+
+
+@pytest.mark.parametrize("cfg", [READ_7B, READ_7B.replace(geometry="pad_square", down_sample=1)], ids=["7b", "pad_square"])
+def test_batch_equals_rows(cfg):
+    """Windows are shared between rows of equal image size (and repeated points): a batch
+    must still equal its rows computed one at a time, values and gradients."""
+    hw = [(480, 640), (480, 640), (7, 3000), (480, 640), (1, 1), (7, 3000)]
+    sim = torch.randn(len(hw), 576, dtype=torch.float64, requires_grad=True)
+    sim.data[3] = sim.data[0]  # the same map twice: identical points
+    points, _ = select_points(sim.detach(), hw, cfg)
+    out = dtoc(sim, hw, points, cfg)
+    (grad,) = torch.autograd.grad(out.sum(), sim)
+    for i in range(len(hw)):
+        row = sim[i : i + 1].detach().requires_grad_()
+        one = dtoc(row, hw[i : i + 1], points[i : i + 1], cfg)
+        (g,) = torch.autograd.grad(one.sum(), row)
+        torch.testing.assert_close(out[i : i + 1], one, rtol=0, atol=1e-9)
+        torch.testing.assert_close(grad[i : i + 1], g, rtol=0, atol=1e-9)

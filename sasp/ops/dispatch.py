@@ -12,14 +12,15 @@ from __future__ import annotations
 import os
 from typing import Optional, Tuple
 
+import torch
 from torch import Tensor
 
 from ..config import SasPConfig
 from ..geometry import ImageSizes
-from ..geometry import grid_shape, image_sizes
+from ..geometry import grid_shape, host_sizes
 from ._common import check_sim
 from .dtoc import _dtoc
-from .select import _select
+from .select import _select_host
 
 BACKENDS = ("auto", "torch", "triton")
 
@@ -66,9 +67,10 @@ def similarity_as_points(
 
         return similarity_as_points_triton(sim, image_hw, cfg, grid_hw)
     check_sim(sim, cfg.check_finite)
-    hw = image_sizes(image_hw, sim.shape[0])
+    hw = host_sizes(image_hw, sim.shape[0])
     grid = grid_shape(sim.shape[-1], grid_hw)
-    points, labels = _select(sim, hw, cfg, grid)
+    points, labels = _select_host(sim, hw, cfg, grid)
+    discrete, labels = torch.from_numpy(points).to(sim.device), torch.from_numpy(labels).to(sim.device)
     if sim.shape[0] == 0:
-        return points.float() + 0 * sim.float().sum(), labels, points
-    return _dtoc(sim, hw, points, cfg, grid), labels, points
+        return discrete.float() + 0 * sim.float().sum(), labels, discrete
+    return _dtoc(sim, hw, points, cfg, grid), labels, discrete

@@ -7,9 +7,10 @@ under the weights exp(-((gx - x)^2 + (gy - y)^2)) * p.
 ``dtoc`` computes it without ever building an H x W map:
 - The softmax normaliser cancels in the ratio, so only exp(S_j) near the point matters.
 - Both resizes are separable and linear, so S restricted to rows Y and columns X is
-  A_Y @ minmax(s) @ B_X^T, where a row of A (B) composes the two 1-D bilinear interpolations
-  (at most 4 non-zeros). Each window costs O(r * side^2) and O(r * side) memory, independent
-  of H and W.
+  A_Y @ minmax(s) @ A_X^T, where a row of A composes the two 1-D bilinear interpolations (at
+  most 4 non-zeros). A window's rows reach only L consecutive grid rows (L is about 3 when
+  the image is larger than the token grid), so each window costs O(r^2 L) and O(r L + L^2)
+  memory, independent of H and W.
 - Window bound: the square window of radius r keeps every pixel with Chebyshev distance <= r.
   A pixel outside has Euclidean distance d >= r + 1, Gaussian weight <= exp(-(r+1)^2), and
   since S lies in [0, 1] its softmax weight is at most e times that of the centre pixel (which
@@ -21,6 +22,7 @@ Gradients reach ``sim`` through S and its min-max normalisation; the integer poi
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional, Tuple
 
 import numpy as np
@@ -29,8 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import SasPConfig
-from ..geometry import ImageSizes, grid_padding, grid_shape, image_sizes
-from ._common import check_sim, eager, minmax
+from ..geometry import ImageSizes, grid_shape, host_padding, host_sizes, image_sizes
+from ._common import check_sim, eager
 
 
 def crop_shape(grid: Tuple[int, int], crop_size: int) -> Tuple[int, int]:
@@ -40,50 +42,155 @@ def crop_shape(grid: Tuple[int, int], crop_size: int) -> Tuple[int, int]:
     return max(1, crop_size * rows // long), max(1, crop_size * cols // long)
 
 
+# the two taps of a linear interpolation (floor, floor + 1) and their weights w0 + w1 * frac,
+# on leading axes so that the pixel axes stay innermost
+_TAP = np.array([0, 1]).reshape(2, 1, 1)
+_W0, _W1 = np.array([1.0, 0.0]).reshape(2, 1, 1), np.array([-1.0, 1.0]).reshape(2, 1, 1)
+
+
 def _axis_taps(pix: np.ndarray, size: np.ndarray, pad: np.ndarray, mid: np.ndarray, n: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """The composed 1-D interpolation along each axis, as 4 taps (grid cell, weight) per pixel.
+    """The composed 1-D interpolation along an axis, as 4 taps (grid cell, weight) per pixel.
 
-    For integer output pixels ``pix`` [M, K, A, R] (inside the image) along A axes of lengths
-    ``size`` [M, A]: the value at a pixel is linear (align_corners=False) from the padded axis
-    of length mid + 2 * pad, whose cell q is linear from the n grid cells at q - pad (zero in
-    the padding; a negative pad crops); ``mid`` and ``n`` are [A]. Float64 arithmetic, as
-    F.interpolate computes for float64. Returns cells [M, K, A, R, 4] int64 and weights
-    [M, K, A, R, 4] float64.
+    For integer output pixels ``pix`` [R, U] (inside the image) on axes of length ``size``
+    [U]: the value at a pixel is linear (align_corners=False) from the padded axis of length
+    mid + 2 * pad, whose cell q is linear from the n grid cells at q - pad (zero in the
+    padding; a negative pad crops). All parameters are [U]. Float64 arithmetic, as
+    F.interpolate computes for float64. Returns cells [4, R, U] int64 and weights [4, R, U]
+    float64.
     """
-    mid, n = mid[:, None, None], n[:, None, None]  # [A, 1, 1]: broadcast against [M, K, A, R, 1]
-    padded = (mid + 2 * pad[:, None, :, None, None])
-    src = np.maximum((pix[..., None] + 0.5) * (padded / size[:, None, :, None, None]) - 0.5, 0.0)
-    i0 = np.minimum(np.floor(src).astype(np.int64), padded - 1)
-    l1 = src - i0
-    q = np.concatenate([i0, np.minimum(i0 + 1, padded - 1)], -1) - pad[:, None, :, None, None]
-    w1 = np.concatenate([1 - l1, l1], -1) * ((q >= 0) & (q < mid))  # zero in the padding
-    src2 = np.maximum((np.clip(q, 0, mid - 1) + 0.5) * (n / mid) - 0.5, 0.0)
-    j0 = np.minimum(np.floor(src2).astype(np.int64), n - 1)
-    l2 = src2 - j0
-    return np.concatenate([j0, np.minimum(j0 + 1, n - 1)], -1), np.concatenate([w1 * (1 - l2), w1 * l2], -1)
+    padded = mid + 2 * pad
+    src = np.maximum((pix + 0.5) * (padded / size) - 0.5, 0.0)
+    i0 = np.minimum(src.astype(np.int64), padded - 1)  # src >= 0: truncation is floor
+    q = np.minimum(i0 + _TAP, padded - 1) - pad  # [2, R, U]
+    w1 = (_W0 + _W1 * (src - i0)) * ((q >= 0) & (q < mid))  # zero in the padding
+    src2 = np.maximum((np.minimum(np.maximum(q, 0), mid - 1) + 0.5) * (n / mid) - 0.5, 0.0)
+    j0 = np.minimum(src2.astype(np.int64), n - 1)
+    cells = np.minimum(j0 + _TAP[..., None], n - 1)  # [2, 2, R, U]
+    weights = w1 * (_W0[..., None] + _W1[..., None] * (src2 - j0))
+    return cells.reshape(4, *pix.shape), weights.reshape(4, *pix.shape)
 
 
-@eager  # host-side, non-differentiable: torch.compile runs it eagerly
-def _window_operators(hw: Tensor, points: np.ndarray, cfg: SasPConfig, grid: Tuple[int, int]):
-    """Host-side, non-differentiable part of DtoC for integer points [M, K, 2] (x, y): the
-    row and column interpolation taps of each window (cells and weights [M, K, 2, R, 4], see
-    ``_axis_taps``) and the logit bias [M, K, R, R] (-d^2 inside the image, -inf outside)."""
-    pad = grid_padding(hw, crop_shape(grid, cfg.crop_size), cfg.geometry).numpy()
-    size = hw.numpy()
+def _unique(key: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """np.unique(key, return_inverse=True) for a 1-D int64 array, without its overhead."""
+    order = np.argsort(key)
+    sorted_key = key[order]
+    new = np.empty(len(key), bool)
+    new[0], new[1:] = True, sorted_key[1:] != sorted_key[:-1]
+    inv = np.empty(len(key), np.int64)
+    inv[order] = np.cumsum(new) - 1
+    return sorted_key[new], inv
+
+
+def _window_tables(hw: np.ndarray, points: np.ndarray, cfg: SasPConfig, grid: Tuple[int, int], dtype):
+    """The non-differentiable part of DtoC for integer points [M, K, 2] (x, y) inside the images.
+
+    S on a point's window is A_Y @ s[Y0 : Y0 + L, X0 : X0 + L] @ A_X^T: the taps of the 2r+1
+    window rows (columns) reach at most L consecutive grid rows (columns) from Y0 (X0), so
+    each window needs an L x L patch of the grid and two local operators [2r+1, L]. A
+    window depends only on its centre along each axis and on the image's geometry, and a
+    batch has few distinct ones (SasP's points are cell centres), so the taps are computed
+    once per distinct (image size, axis, centre) and gathered per point.
+
+    Returns, with the P = M * K points on the last axis: the local operators ay, ax
+    [2r+1, L, P] (``dtype``), the logit biases by, bx [2r+1, P] (-offset^2 inside the image,
+    -inf outside: the Gaussian exp(-dx^2 - dy^2) is separable) and the flat indices
+    [L, L, P] of the patches in sim.
+    """
+    m, k = points.shape[:2]
+    rows, cols = grid
+    mid, n = np.array(crop_shape(grid, cfg.crop_size)), np.array(grid)
     off = np.arange(-cfg.dtoc_radius, cfg.dtoc_radius + 1)
-    pix = points[..., ::-1, None] + off  # [M, K, 2, R]: rows (y) then columns (x)
-    inside = (pix >= 0) & (pix < size[:, None, :, None])
-    pix = np.minimum(np.maximum(pix, 0), size[:, None, :, None] - 1)
-    d2 = off[:, None] ** 2 + off[None, :] ** 2
-    bias = np.where(inside[:, :, 0, :, None] & inside[:, :, 1, None, :], -d2, -np.inf)
-    cells, weights = _axis_taps(pix, size, pad, np.array(crop_shape(grid, cfg.crop_size)), np.array(grid))
-    return cells, weights, bias
+
+    # one key per (image size, axis, centre): equal sizes share their windows
+    span = int(hw.max()) + 1
+    if span > 1_600_000:  # keys below 2 * span^3 must fit int64
+        raise ValueError(f"image side {span - 1} px exceeds DtoC's limit of 1.6M px")
+    key = ((hw[:, 0] * span + hw[:, 1])[:, None] * 2 + (0, 1)) * span  # [M, 2]: (size, axis)
+    uniq, inv = _unique((key[:, None] + points[..., ::-1]).ravel())  # centres (y, x)
+    h, w = np.divmod(uniq // (2 * span), span)
+    a = (uniq // span) % 2  # 0: rows (y), 1: columns (x)
+    size = np.where(a == 0, h, w)
+    pad = host_padding(np.stack([h, w], -1), tuple(mid), cfg.geometry)
+    pad = np.where(a == 0, pad[:, 0], pad[:, 1])
+
+    pix = off[:, None] + uniq % span  # [R, U]
+    inside = (pix >= 0) & (pix < size)
+    cells, weights = _axis_taps(np.minimum(np.maximum(pix, 0), size - 1), size, pad, mid[a], n[a])
+    base = cells.min((0, 1))
+    local = cells - base
+    width = int(local.max()) + 1
+    n_r, n_u = pix.shape
+    flat = (np.arange(n_r)[:, None] * width + local) * n_u + np.arange(n_u)
+    ops = np.bincount(flat.ravel(), weights.ravel(), n_r * width * n_u).reshape(n_r, width, n_u).astype(dtype)
+    bias = np.where(inside, -(off * off)[:, None].astype(dtype), -np.inf).astype(dtype)
+
+    iy, ix = inv.reshape(m * k, 2).T
+    lines = np.minimum(base + np.arange(width)[:, None], np.where(a == 0, rows, cols) - 1)  # beyond: weight 0
+    start = np.arange(m).repeat(k) * (rows * cols)
+    ly, lx = np.take(lines, iy, 1), np.take(lines, ix, 1)  # np.take keeps the points innermost
+    patch = start + ly[:, None] * cols + lx
+    return np.take(ops, iy, 2), np.take(ops, ix, 2), np.take(bias, iy, 1), np.take(bias, ix, 1), patch
 
 
-def _dense(cells: np.ndarray, weights: np.ndarray, n: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """Scatter 4 taps per pixel into dense operator rows [..., n] on the device."""
-    w = torch.from_numpy(weights).to(device, dtype)
-    return w.new_zeros(weights.shape[:-1] + (n,)).scatter_add_(-1, torch.from_numpy(cells).to(device), w)
+class _Windows(torch.autograd.Function):
+    """shift = softmax-weighted mean offset on each window of S, on the host, with a
+    hand-written backward (numpy, points on the last axis: a few dozen array ops, where
+    torch's per-op cost would dominate; device tensors make one round trip each way).
+
+    Forward: s = minmax(sim); S_w = ay @ s[patch] @ ax^T + by + bx (per axis, broadcast);
+    p = softmax(S_w); shift = (sum p * dx, sum p * dy). Backward: dL/dS_w = p * (gx * (dx -
+    shift_x) + gy * (dy - shift_y)), back through the operators into the patches, summed
+    into s, then through the min-max normalisation (ties at the minimum or maximum share its
+    gradient equally, as torch's amin/amax do; a constant row gets zero). The products with
+    the L x L patches are einsums (L is about 3 for images larger than the token grid).
+    """
+
+    @staticmethod
+    def forward(ctx, sim, tables, offsets):
+        ay, ax, by, bx, patch = tables
+        n_r = ay.shape[0]
+        x = sim.detach().to("cpu", torch.float64).numpy()
+        lo, hi = x.min(1, keepdims=True), x.max(1, keepdims=True)
+        span = hi - lo
+        flat = span[:, 0] == 0
+        span[flat] = 1
+        s = ((x - lo) / span).astype(ay.dtype)
+        s[flat] = 0
+        t = np.einsum("ilp,lmp->imp", ay, s.ravel()[patch])  # ay @ patch: [R, L, P]
+        logits = np.einsum("imp,jmp->ijp", t, ax)  # @ ax^T: [R, R, P]
+        logits += by[:, None] + bx
+        logits = logits.reshape(n_r * n_r, -1)
+        p = np.exp(logits - logits.max(0), out=logits)
+        p /= p.sum(0)
+        shift = offsets @ p  # [2, P]: (dx, dy)
+        ctx.host = (x, s, lo, hi, span, flat, ay, ax, patch, offsets, p, shift)
+        ctx.sim_dtype, ctx.sim_device = sim.dtype, sim.device
+        return torch.from_numpy(shift.T).to(sim.device)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, s, lo, hi, span, flat, ay, ax, patch, offsets, p, shift = ctx.host
+        n_r = ay.shape[0]
+        g = grad.detach().to("cpu").numpy().T.astype(s.dtype)  # [2, P]
+        g_logits = (p * (offsets.T @ g - (shift * g).sum(0))).reshape(n_r, n_r, -1)
+        g_t = np.einsum("ijp,jmp->imp", g_logits, ax)
+        g_patch = np.einsum("ilp,imp->lmp", ay, g_t)
+        g_s = np.bincount(patch.ravel(), g_patch.ravel(), s.size).reshape(s.shape) / span
+        at_lo, at_hi = x == lo, x == hi
+        g_lo = (g_s * (s - 1)).sum(1, keepdims=True) / at_lo.sum(1, keepdims=True)
+        g_hi = (g_s * s).sum(1, keepdims=True) / at_hi.sum(1, keepdims=True)
+        g_x = g_s + at_lo * g_lo - at_hi * g_hi
+        g_x[flat] = 0
+        return torch.from_numpy(g_x).to(ctx.sim_device, ctx.sim_dtype), None, None
+
+
+@functools.lru_cache(maxsize=16)
+def _offsets(radius: int, dtype) -> np.ndarray:
+    """(dx, dy) of the (2r+1)^2 window pixels, row-major: [2, (2r+1)^2]."""
+    off = np.arange(-radius, radius + 1)
+    dy, dx = np.meshgrid(off, off, indexing="ij")
+    return np.stack([dx.ravel(), dy.ravel()]).astype(dtype)
 
 
 def dtoc(
@@ -110,35 +217,26 @@ def dtoc(
     if points.dim() != 3 or points.shape[-1] != 2 or points.shape[0] != sim.shape[0]:
         raise ValueError(f"points must have shape [{sim.shape[0]}, K, 2], got {tuple(points.shape)}")
     m, dev = sim.shape[0], sim.device
-    hw = image_sizes(image_hw, m)
+    hw = host_sizes(image_hw, m)
     if m == 0 or points.shape[1] == 0:
         return torch.zeros(points.shape, dtype=torch.float32, device=dev) + 0 * sim.float().sum()
-    return _dtoc(sim, hw, points, cfg, grid_shape(sim.shape[-1], grid_hw))
-
-
-def _dtoc(sim: Tensor, hw: Tensor, points: Tensor, cfg: SasPConfig, grid: Tuple[int, int]) -> Tensor:
-    """``dtoc`` on validated inputs (hw: CPU int64 [M, 2]; grid: (rows, cols)).
-
-    The window taps are computed on the host (one transfer of the points down if they live
-    on a device, five small ones up); only the dense operators, S on the windows, the softmax and the mean offsets run in
-    torch, so autograd sees a handful of ops whatever K, H and W are.
-    """
-    m, k, dev = sim.shape[0], points.shape[1], sim.device
-    rows, cols = grid
     pts = points.detach().to("cpu", torch.int64).numpy()
-    dt = torch.float64 if sim.dtype == torch.float64 else torch.float32  # float64 for gradcheck
-    cells, weights, bias = _window_operators(hw, pts, cfg, grid)
-    ab = _dense(cells, weights, max(rows, cols), dev, dt)  # [M, K, 2, R, max(rows, cols)]
-    a, b = ab[:, :, 0, :, :rows], ab[:, :, 1, :, :cols]  # row and column operators of each window
-    bias = torch.from_numpy(bias).to(dev, dt)
-    n = a.shape[2]
+    outside = ((pts < 0) | (pts >= hw[:, None, ::-1])).any(-1)
+    if outside.any():
+        r, i = np.argwhere(outside)[0]
+        raise ValueError(f"point {i} of <SEG> row {r}, {tuple(pts[r, i].tolist())}, lies outside its {hw[r, 0]}x{hw[r, 1]} image")
+    return _dtoc(sim, hw, pts, cfg, grid_shape(sim.shape[-1], grid_hw))
 
-    s = minmax(sim.to(dt)).view(m, rows, cols)
-    s_win = (a.reshape(m, k * n, rows) @ s).view(m, k, n, cols) @ b.transpose(-1, -2)  # S on the windows
-    p = torch.softmax((s_win + bias).view(m, k, n * n), -1).view(m, k, n, n)
-    off = torch.arange(-cfg.dtoc_radius, cfg.dtoc_radius + 1, device=dev, dtype=dt)
-    shift = torch.stack([p.sum(-2) @ off, p.sum(-1) @ off], -1)  # (dx, dy)
-    return torch.from_numpy(pts).to(dev, dt) + shift
+
+@eager  # host-side: torch.compile runs it eagerly
+def _dtoc(sim: Tensor, hw: np.ndarray, points: np.ndarray, cfg: SasPConfig, grid: Tuple[int, int]) -> Tensor:
+    """``dtoc`` on validated inputs (hw: host int64 [M, 2]; points: host int64 [M, K, 2]
+    inside the images; grid: (rows, cols)): one autograd node."""
+    m, k = points.shape[:2]
+    dt = np.float64 if sim.dtype == torch.float64 else np.float32  # float64 for gradcheck
+    tables = _window_tables(hw, points, cfg, grid, dt)
+    shift = _Windows.apply(sim, tables, _offsets(cfg.dtoc_radius, dt))
+    return torch.from_numpy(points).to(shift) + shift.view(m, k, 2)
 
 
 def dtoc_ref(

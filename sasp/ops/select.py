@@ -12,6 +12,7 @@ label -1, which SAM reads as "not a point"; shapes stay [M, K].
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional, Tuple
 
 import numpy as np
@@ -20,22 +21,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import SasPConfig
-from ..geometry import ImageSizes, grid_padding, grid_shape, image_sizes
-from ._common import check_sim, eager, minmax
+from ..geometry import ImageSizes, grid_shape, host_padding, host_sizes, image_sizes
+from ._common import check_sim, eager
 
 _POS, _NEG, _NEU, _NONE = 0, 1, 2, 3
 _LABEL = (1, 0, -1, -1)
 
 
 def _selection_grid(sim: Tensor, cfg: SasPConfig, grid: Tuple[int, int]) -> Tensor:
-    """The down-sampled, min-max normalised map [M, dh, dw] (float32)."""
+    """The down-sampled map [M, dh, dw] (float32), before normalisation."""
     rows, cols = grid
     dh, dw = rows // cfg.down_sample, cols // cfg.down_sample
     if dh < 1 or dw < 1:
         raise ValueError(f"down_sample={cfg.down_sample} leaves no cell of the {rows}x{cols} token grid")
     g = F.interpolate(sim.float().reshape(-1, 1, rows, cols), (dh, dw), mode="bilinear", align_corners=False)
-    g = g.flatten(1)
-    return minmax(g).view(-1, dh, dw)
+    return g.view(-1, dh, dw)
 
 
 def select_points(
@@ -58,23 +58,32 @@ def select_points(
     """
     cfg = cfg or SasPConfig()
     check_sim(sim, cfg.check_finite)
-    hw = image_sizes(image_hw, sim.shape[0])
+    hw = host_sizes(image_hw, sim.shape[0])
     return _select(sim, hw, cfg, grid_shape(sim.shape[-1], grid_hw))
 
 
-def _select(sim: Tensor, hw: Tensor, cfg: SasPConfig, grid: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
-    """``select_points`` on validated inputs (hw: CPU int64 [M, 2]; grid: (rows, cols))."""
+def _select(sim: Tensor, hw: np.ndarray, cfg: SasPConfig, grid: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+    """``select_points`` on validated inputs (hw: host int64 [M, 2]; grid: (rows, cols))."""
     points, labels = _select_host(sim, hw, cfg, grid)
     return torch.from_numpy(points).to(sim.device), torch.from_numpy(labels).to(sim.device)
 
 
+@functools.lru_cache(maxsize=64)
+def _cells(dh: int, dw: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Row and column of each flat cell of a dh x dw grid."""
+    return np.divmod(np.arange(dh * dw), dw)
+
+
 @eager  # host-side bookkeeping: torch.compile runs it eagerly instead of tracing the numpy
-def _select_host(sim: Tensor, hw: Tensor, cfg: SasPConfig, grid: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
+def _select_host(sim: Tensor, hw: np.ndarray, cfg: SasPConfig, grid: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
     """The selection as host arrays: points [M, K, 2] int64 and labels [M, K] int64.
 
-    The d x d grids are resized and normalised by torch on sim's device (bit-identical to the
-    reference), then come to the host in one transfer: the rest is integer bookkeeping on
-    [M, d * d] arrays, where numpy's per-call cost is a fraction of torch's.
+    The d x d grids are resized by torch on sim's device (bit-identical to the reference) and
+    come to the host in one transfer; min-max normalisation (IEEE float32, as torch) and the
+    rest is bookkeeping on [M, d * d] arrays, where numpy's per-call cost is a fraction of
+    torch's. The order is one stable sort of an exact 64-bit key per cell: category in the
+    high word, the float32 bits of the value (non-negative, so its bit pattern orders like
+    the value; complemented for positives, highest first) in the low word.
     """
     m, k = sim.shape[0], cfg.num_points
     if m == 0:
@@ -82,28 +91,30 @@ def _select_host(sim: Tensor, hw: Tensor, cfg: SasPConfig, grid: Tuple[int, int]
     g = _selection_grid(sim.detach(), cfg, grid)
     _, dh, dw = g.shape
     g = g.reshape(m, dh * dw).cpu().numpy()
-    pad = grid_padding(hw, (dh, dw), cfg.geometry).numpy()  # signed (pad_h, pad_w)
-    hwn = hw.numpy()
+    lo = g.min(1, keepdims=True)
+    span = g.max(1, keepdims=True) - lo
+    g = np.where(span > 0, (g - lo) / np.where(span > 0, span, np.float32(1)), np.float32(0))
 
-    r = np.arange(dh * dw) // dw + pad[:, :1]  # cell row / column in the padded grid
-    c = np.arange(dh * dw) % dw + pad[:, 1:]
-    gsize = np.array([dh, dw]) + 2 * pad
+    pad = host_padding(hw, (dh, dw), cfg.geometry)  # signed (pad_h, pad_w) [M, 2]
+    rows, cols = _cells(dh, dw)
+    r, c = rows + pad[:, :1], cols + pad[:, 1:]  # cell row / column in the padded grid
+    gsize = (dh, dw) + 2 * pad
     valid = (r >= 0) & (r < gsize[:, :1]) & (c >= 0) & (c < gsize[:, 1:])
-    live = valid & (g.max(1, keepdims=True) > 0)  # a constant row (all zeros) has only neutrals
+    live = valid & (span > 0)  # a constant row has only neutrals
     pos = live & (g >= np.float32(cfg.t_pos))
     neg = live & (g <= np.float32(cfg.t_neg))  # g >= 0 holds after min-max normalisation
+    bits = g.view(np.int32).astype(np.int64)
     cat = np.where(pos, _POS, np.where(neg, _NEG, np.where(valid, _NEU, _NONE)))
-    key = np.where(pos, -g, np.where(neg, g, np.float32(0)))
-    order = np.lexsort((key, cat), axis=-1)  # category, then value; stable: ties by flat index
-    n = min(k, order.shape[-1])
-    idx = order[:, :n]
-    kept = np.take_along_axis(cat, idx, -1)
+    key = (cat << 32) | np.where(pos, 0x7FFFFFFF - bits, np.where(neg, bits, 0))
+    idx = np.argsort(key, -1, kind="stable")[:, :k]  # ties keep flat-index order
+    n = idx.shape[-1]
+    kept = cat[np.arange(m)[:, None], idx]
 
     # pixel coordinates in float32 as READ computes them, then truncation
-    scale = (hwn.astype(np.float64) / gsize).astype(np.float32)  # float(H) / gh, float(W) / gw
-    bound = (hwn - 1).astype(np.float32)
-    y = np.minimum((np.take_along_axis(r, idx, -1).astype(np.float32) + np.float32(0.5)) * scale[:, :1], bound[:, :1])
-    x = np.minimum((np.take_along_axis(c, idx, -1).astype(np.float32) + np.float32(0.5)) * scale[:, 1:], bound[:, 1:])
+    scale = (hw / gsize).astype(np.float32)  # float(H) / gh, float(W) / gw, rounded from float64
+    bound = (hw - 1).astype(np.float32)
+    y = np.minimum(((idx // dw + pad[:, :1]).astype(np.float32) + np.float32(0.5)) * scale[:, :1], bound[:, :1])
+    x = np.minimum(((idx % dw + pad[:, 1:]).astype(np.float32) + np.float32(0.5)) * scale[:, 1:], bound[:, 1:])
     none = kept == _NONE
     points = np.zeros((m, k, 2), np.int64)
     points[:, :n, 0] = np.where(none, 0, x.astype(np.int64))
