@@ -1,7 +1,7 @@
 """Similarity between the image-patch tokens and a <SEG> hidden state."""
 from __future__ import annotations
 
-import torch
+from einops import einsum
 from torch import Tensor
 
 
@@ -28,4 +28,4 @@ def similarity(image_tokens: Tensor, seg_hidden: Tensor) -> Tensor:
             f"image_tokens {tuple(image_tokens.shape)} and seg_hidden {tuple(seg_hidden.shape)} "
             "must be [M, N_p, D] and [M, D]"
         )
-    return torch.bmm(image_tokens.float(), seg_hidden.float().unsqueeze(-1)).squeeze(-1)
+    return einsum(image_tokens.float(), seg_hidden.float(), "m n d, m d -> m n")

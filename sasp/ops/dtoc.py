@@ -70,15 +70,23 @@ def _axis_taps(pix: np.ndarray, size: np.ndarray, pad: np.ndarray, mid: np.ndarr
     return cells.reshape(4, *pix.shape), weights.reshape(4, *pix.shape)
 
 
-def _unique(key: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """np.unique(key, return_inverse=True) for a 1-D int64 array, without its overhead."""
+def _unique(key: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """np.unique(key, return_index=True, return_inverse=True) for a 1-D int64 array,
+    without its overhead: the distinct keys, one position of each, and the inverse."""
     order = np.argsort(key)
     sorted_key = key[order]
     new = np.empty(len(key), bool)
     new[0], new[1:] = True, sorted_key[1:] != sorted_key[:-1]
     inv = np.empty(len(key), np.int64)
     inv[order] = np.cumsum(new) - 1
-    return sorted_key[new], inv
+    return sorted_key[new], order[new], inv
+
+
+@functools.lru_cache(maxsize=64)
+def _window_constants(grid: Tuple[int, int], crop_size: int, radius: int):
+    """Intermediate and grid lengths (rows, cols), window offsets [R, 1] and -offset^2 [R, 1]."""
+    off = np.arange(-radius, radius + 1)[:, None]
+    return np.array(crop_shape(grid, crop_size)), np.array(grid), off, -(off * off).astype(np.float64)
 
 
 def _window_tables(hw: np.ndarray, points: np.ndarray, cfg: SasPConfig, grid: Tuple[int, int], dtype):
@@ -98,37 +106,32 @@ def _window_tables(hw: np.ndarray, points: np.ndarray, cfg: SasPConfig, grid: Tu
     """
     m, k = points.shape[:2]
     rows, cols = grid
-    mid, n = np.array(crop_shape(grid, cfg.crop_size)), np.array(grid)
-    off = np.arange(-cfg.dtoc_radius, cfg.dtoc_radius + 1)
+    mid, n, off, neg_sq = _window_constants(grid, cfg.crop_size, cfg.dtoc_radius)
 
     # one key per (image size, axis, centre): equal sizes share their windows
     span = int(hw.max()) + 1
     if span > 1_600_000:  # keys below 2 * span^3 must fit int64
         raise ValueError(f"image side {span - 1} px exceeds DtoC's limit of 1.6M px")
-    key = ((hw[:, 0] * span + hw[:, 1])[:, None] * 2 + (0, 1)) * span  # [M, 2]: (size, axis)
-    uniq, inv = _unique((key[:, None] + points[..., ::-1]).ravel())  # centres (y, x)
-    h, w = np.divmod(uniq // (2 * span), span)
-    a = (uniq // span) % 2  # 0: rows (y), 1: columns (x)
-    size = np.where(a == 0, h, w)
-    pad = host_padding(np.stack([h, w], -1), tuple(mid), cfg.geometry)
-    pad = np.where(a == 0, pad[:, 0], pad[:, 1])
+    code = hw @ np.array([2 * span, 2])  # (H * span + W) * 2
+    uniq, first, inv = _unique(((code[:, None, None] + _TAP[:, 0, 0]) * span + points[..., ::-1]).ravel())
+    row, a = first // (2 * k), first % 2  # a: 0 for rows (y), 1 for columns (x)
+    size, pad, n_a = hw[row, a], host_padding(hw, tuple(mid), cfg.geometry)[row, a], n[a]
 
-    pix = off[:, None] + uniq % span  # [R, U]
+    pix = off + uniq % span  # [R, U]
     inside = (pix >= 0) & (pix < size)
-    cells, weights = _axis_taps(np.minimum(np.maximum(pix, 0), size - 1), size, pad, mid[a], n[a])
+    cells, weights = _axis_taps(np.minimum(np.maximum(pix, 0), size - 1), size, pad, mid[a], n_a)
     base = cells.min((0, 1))
     local = cells - base
     width = int(local.max()) + 1
     n_r, n_u = pix.shape
     flat = (np.arange(n_r)[:, None] * width + local) * n_u + np.arange(n_u)
     ops = np.bincount(flat.ravel(), weights.ravel(), n_r * width * n_u).reshape(n_r, width, n_u).astype(dtype)
-    bias = np.where(inside, -(off * off)[:, None].astype(dtype), -np.inf).astype(dtype)
+    bias = np.where(inside, neg_sq, -np.inf).astype(dtype)
 
     iy, ix = inv.reshape(m * k, 2).T
-    lines = np.minimum(base + np.arange(width)[:, None], np.where(a == 0, rows, cols) - 1)  # beyond: weight 0
-    start = np.arange(m).repeat(k) * (rows * cols)
+    lines = np.minimum(base + np.arange(width)[:, None], n_a - 1)  # beyond the grid: weight 0
     ly, lx = np.take(lines, iy, 1), np.take(lines, ix, 1)  # np.take keeps the points innermost
-    patch = start + ly[:, None] * cols + lx
+    patch = (np.arange(m * k) // k) * (rows * cols) + ly[:, None] * cols + lx
     return np.take(ops, iy, 2), np.take(ops, ix, 2), np.take(bias, iy, 1), np.take(bias, ix, 1), patch
 
 
@@ -153,9 +156,8 @@ class _Windows(torch.autograd.Function):
         lo, hi = x.min(1, keepdims=True), x.max(1, keepdims=True)
         span = hi - lo
         flat = span[:, 0] == 0
-        span[flat] = 1
+        span[flat] = 1  # a constant row: x - lo = 0, so s = 0
         s = ((x - lo) / span).astype(ay.dtype)
-        s[flat] = 0
         t = np.einsum("ilp,lmp->imp", ay, s.ravel()[patch])  # ay @ patch: [R, L, P]
         logits = np.einsum("imp,jmp->ijp", t, ax)  # @ ax^T: [R, R, P]
         logits += by[:, None] + bx

@@ -93,14 +93,16 @@ def _select_host(sim: Tensor, hw: np.ndarray, cfg: SasPConfig, grid: Tuple[int, 
     g = g.reshape(m, dh * dw).cpu().numpy()
     lo = g.min(1, keepdims=True)
     span = g.max(1, keepdims=True) - lo
-    g = np.where(span > 0, (g - lo) / np.where(span > 0, span, np.float32(1)), np.float32(0))
+    flat = span == 0
+    span[flat] = 1  # a constant row: g - lo = 0, so it maps to zeros
+    g = (g - lo) / span
 
     pad = host_padding(hw, (dh, dw), cfg.geometry)  # signed (pad_h, pad_w) [M, 2]
     rows, cols = _cells(dh, dw)
     r, c = rows + pad[:, :1], cols + pad[:, 1:]  # cell row / column in the padded grid
     gsize = (dh, dw) + 2 * pad
     valid = (r >= 0) & (r < gsize[:, :1]) & (c >= 0) & (c < gsize[:, 1:])
-    live = valid & (span > 0)  # a constant row has only neutrals
+    live = valid & ~flat  # a constant row has only neutrals
     pos = live & (g >= np.float32(cfg.t_pos))
     neg = live & (g <= np.float32(cfg.t_neg))  # g >= 0 holds after min-max normalisation
     bits = g.view(np.int32).astype(np.int64)
