@@ -136,9 +136,11 @@ def _window_tables(hw: np.ndarray, points: np.ndarray, cfg: SasPConfig, grid: Tu
 
 
 class _Windows(torch.autograd.Function):
-    """shift = softmax-weighted mean offset on each window of S, on the host, with a
-    hand-written backward (numpy, points on the last axis: a few dozen array ops, where
-    torch's per-op cost would dominate; device tensors make one round trip each way).
+    """refined = points + the softmax-weighted mean offset on each point's window of S.
+
+    On the host, with a hand-written backward: numpy, points on the last axis, a few dozen
+    array ops where torch's per-op cost would dominate; device tensors make one round trip
+    each way.
 
     Forward: s = minmax(sim); S_w = ay @ s[patch] @ ax^T + by + bx (per axis, broadcast);
     p = softmax(S_w); shift = (sum p * dx, sum p * dy). Backward: dL/dS_w = p * (gx * (dx -
@@ -149,7 +151,7 @@ class _Windows(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, sim, tables, offsets):
+    def forward(ctx, sim, points, tables, offsets):
         ay, ax, by, bx, patch = tables
         n_r = ay.shape[0]
         x = sim.detach().to("cpu", torch.float64).numpy()
@@ -167,14 +169,14 @@ class _Windows(torch.autograd.Function):
         shift = offsets @ p  # [2, P]: (dx, dy)
         ctx.host = (x, s, lo, hi, span, flat, ay, ax, patch, offsets, p, shift)
         ctx.sim_dtype, ctx.sim_device = sim.dtype, sim.device
-        return torch.from_numpy(shift.T).to(sim.device)
+        return torch.from_numpy(points + shift.T.reshape(points.shape)).to(sim.device)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         x, s, lo, hi, span, flat, ay, ax, patch, offsets, p, shift = ctx.host
         n_r = ay.shape[0]
-        g = grad.detach().to("cpu").numpy().T.astype(s.dtype)  # [2, P]
+        g = grad.detach().to("cpu").numpy().reshape(-1, 2).T.astype(s.dtype)  # [2, P]
         g_logits = (p * (offsets.T @ g - (shift * g).sum(0))).reshape(n_r, n_r, -1)
         g_t = np.einsum("ijp,jmp->imp", g_logits, ax)
         g_patch = np.einsum("ilp,imp->lmp", ay, g_t)
@@ -184,7 +186,7 @@ class _Windows(torch.autograd.Function):
         g_hi = (g_s * s).sum(1, keepdims=True) / at_hi.sum(1, keepdims=True)
         g_x = g_s + at_lo * g_lo - at_hi * g_hi
         g_x[flat] = 0
-        return torch.from_numpy(g_x).to(ctx.sim_device, ctx.sim_dtype), None, None
+        return torch.from_numpy(g_x).to(ctx.sim_device, ctx.sim_dtype), None, None, None
 
 
 @functools.lru_cache(maxsize=16)
@@ -234,11 +236,9 @@ def dtoc(
 def _dtoc(sim: Tensor, hw: np.ndarray, points: np.ndarray, cfg: SasPConfig, grid: Tuple[int, int]) -> Tensor:
     """``dtoc`` on validated inputs (hw: host int64 [M, 2]; points: host int64 [M, K, 2]
     inside the images; grid: (rows, cols)): one autograd node."""
-    m, k = points.shape[:2]
     dt = np.float64 if sim.dtype == torch.float64 else np.float32  # float64 for gradcheck
     tables = _window_tables(hw, points, cfg, grid, dt)
-    shift = _Windows.apply(sim, tables, _offsets(cfg.dtoc_radius, dt))
-    return torch.from_numpy(points).to(shift) + shift.view(m, k, 2)
+    return _Windows.apply(sim, points.astype(dt), tables, _offsets(cfg.dtoc_radius, dt))
 
 
 def dtoc_ref(
