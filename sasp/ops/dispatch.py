@@ -6,6 +6,10 @@ path (the automatic choice never imports Triton for CPU tensors). A backend requ
 that cannot run raises a RuntimeError with the reason; the automatic choice falls back
 silently. ``SASP_BACKEND=triton`` on CPU tensors runs Triton's interpreter, and only when
 ``TRITON_INTERPRET=1`` was set before the kernels were imported (a test vehicle).
+
+The torch path (``sasp.ops.select``, ``sasp.ops.dtoc``) down-samples the map with torch on the
+tensor's device and does the rest on the host, vectorised numpy over all <SEG>s, with one
+autograd node whose backward is written out; a CUDA tensor makes one round trip each way.
 """
 from __future__ import annotations
 
