@@ -25,7 +25,7 @@ from ..geometry import ImageSizes, grid_shape, host_padding, host_sizes, image_s
 from ._common import check_sim, eager
 
 _POS, _NEG, _NEU, _NONE = 0, 1, 2, 3
-_LABEL = (1, 0, -1, -1)
+_LABEL = np.array([1, 0, -1, -1])  # of each category
 
 
 def _selection_grid(sim: Tensor, cfg: SasPConfig, grid: Tuple[int, int]) -> Tensor:
@@ -69,9 +69,12 @@ def _select(sim: Tensor, hw: np.ndarray, cfg: SasPConfig, grid: Tuple[int, int])
 
 
 @functools.lru_cache(maxsize=64)
-def _cells(dh: int, dw: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Row and column of each flat cell of a dh x dw grid."""
-    return np.divmod(np.arange(dh * dw), dw)
+def _cells(dh: int, dw: int) -> Tuple[np.ndarray, ...]:
+    """Per flat cell of a dh x dw grid: |2 row + 1 - dh| and |2 col + 1 - dw| (a cell lies in
+    the grid padded by p iff they are below dh + 2p and dw + 2p), and row + 0.5, col + 0.5
+    (float32, exact)."""
+    rows, cols = np.divmod(np.arange(dh * dw), dw)
+    return np.abs(2 * rows + 1 - dh), np.abs(2 * cols + 1 - dw), (rows + 0.5).astype(np.float32), (cols + 0.5).astype(np.float32)
 
 
 @eager  # host-side bookkeeping: torch.compile runs it eagerly instead of tracing the numpy
@@ -98,31 +101,27 @@ def _select_host(sim: Tensor, hw: np.ndarray, cfg: SasPConfig, grid: Tuple[int, 
     g = (g - lo) / span
 
     pad = host_padding(hw, (dh, dw), cfg.geometry)  # signed (pad_h, pad_w) [M, 2]
-    rows, cols = _cells(dh, dw)
-    r, c = rows + pad[:, :1], cols + pad[:, 1:]  # cell row / column in the padded grid
-    gsize = (dh, dw) + 2 * pad
-    valid = (r >= 0) & (r < gsize[:, :1]) & (c >= 0) & (c < gsize[:, 1:])
+    gsize = (dh, dw) + 2 * pad  # the padded (or cropped) grid
+    row_dist, col_dist, row_mid, col_mid = _cells(dh, dw)
+    valid = (row_dist < gsize[:, :1]) & (col_dist < gsize[:, 1:])
     live = valid & ~flat  # a constant row has only neutrals
     pos = live & (g >= np.float32(cfg.t_pos))
     neg = live & (g <= np.float32(cfg.t_neg))  # g >= 0 holds after min-max normalisation
     bits = g.view(np.int32).astype(np.int64)
-    cat = np.where(pos, _POS, np.where(neg, _NEG, np.where(valid, _NEU, _NONE)))
-    key = (cat << 32) | np.where(pos, 0x7FFFFFFF - bits, np.where(neg, bits, 0))
+    key = np.where(pos, (_POS << 32) + 0x7FFFFFFF - bits, np.where(neg, (_NEG << 32) + bits, np.where(valid, _NEU << 32, _NONE << 32)))
     idx = np.argsort(key, -1, kind="stable")[:, :k]  # ties keep flat-index order
     n = idx.shape[-1]
-    kept = cat[np.arange(m)[:, None], idx]
+    kept = key[np.arange(m)[:, None], idx] >> 32  # category
 
-    # pixel coordinates in float32 as READ computes them, then truncation
+    # pixel coordinates in float32 as READ computes them ((cell + 0.5) * H / gh), then truncation
     scale = (hw / gsize).astype(np.float32)  # float(H) / gh, float(W) / gw, rounded from float64
     bound = (hw - 1).astype(np.float32)
-    y = np.minimum(((idx // dw + pad[:, :1]).astype(np.float32) + np.float32(0.5)) * scale[:, :1], bound[:, :1])
-    x = np.minimum(((idx % dw + pad[:, 1:]).astype(np.float32) + np.float32(0.5)) * scale[:, 1:], bound[:, 1:])
-    none = kept == _NONE
     points = np.zeros((m, k, 2), np.int64)
-    points[:, :n, 0] = np.where(none, 0, x.astype(np.int64))
-    points[:, :n, 1] = np.where(none, 0, y.astype(np.int64))
+    points[:, :n, 0] = np.minimum((col_mid[idx] + pad[:, 1:].astype(np.float32)) * scale[:, 1:], bound[:, 1:])
+    points[:, :n, 1] = np.minimum((row_mid[idx] + pad[:, :1].astype(np.float32)) * scale[:, :1], bound[:, :1])
+    points[:, :n][kept == _NONE] = 0
     labels = np.full((m, k), -1, np.int64)
-    labels[:, :n] = np.asarray(_LABEL)[kept]
+    labels[:, :n] = _LABEL[kept]
     return points, labels
 
 
