@@ -64,7 +64,8 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     cfg = SasPConfig()
     sizes = QUICK_SIZES if args.quick else SIZES
-    reps = 5 if args.quick else 20
+    reps = 20 if args.quick else 100  # the fast path: many short runs, so that a burst of load on a
+    # shared machine moves the median little (the reference runs 1-3 times, about a second each)
     info = machine()
     print(f"sasp {sasp.__version__} | {info['machine']} | torch {info['torch']} | {info['date']}")
     print(f"backend: {sasp.backend_for(torch.zeros(1, 576))}, K={cfg.num_points}, N_p=576\n")

@@ -124,3 +124,10 @@ def test_batch_equals_rows(cfg):
         (g,) = torch.autograd.grad(one.sum(), row)
         torch.testing.assert_close(out[i : i + 1], one, rtol=0, atol=1e-9)
         torch.testing.assert_close(grad[i : i + 1], g, rtol=0, atol=1e-9)
+
+
+def test_image_side_beyond_the_key_range_raises():
+    sim = torch.randn(1, 576)
+    points = torch.zeros(1, 3, 2, dtype=torch.long)
+    with pytest.raises(ValueError, match="1.6M px"):
+        dtoc(sim, [(2_000_000, 10)], points)

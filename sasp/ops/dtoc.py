@@ -112,9 +112,10 @@ def _window_tables(hw: np.ndarray, points: np.ndarray, cfg: SasPConfig, grid: Tu
     span = int(hw.max()) + 1
     if span > 1_600_000:  # keys below 2 * span^3 must fit int64
         raise ValueError(f"image side {span - 1} px exceeds DtoC's limit of 1.6M px")
-    code = hw @ np.array([2 * span, 2])  # (H * span + W) * 2
-    uniq, first, inv = _unique(((code[:, None, None] + _TAP[:, 0, 0]) * span + points[..., ::-1]).ravel())
-    row, a = first // (2 * k), first % 2  # a: 0 for rows (y), 1 for columns (x)
+    code = hw @ np.array([2 * span, 2])  # (H * span + W) * 2, then + axis (0: rows, 1: columns)
+    key = (code[:, None, None] + np.arange(2)) * span + points[..., ::-1]  # [M, K, 2]: y then x
+    uniq, first, inv = _unique(key.ravel())
+    row, a = first // (2 * k), first % 2
     size, pad, n_a = hw[row, a], host_padding(hw, tuple(mid), cfg.geometry)[row, a], n[a]
 
     pix = off + uniq % span  # [R, U]
