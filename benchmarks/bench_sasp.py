@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 
 import torch
@@ -36,22 +37,22 @@ def ref_step(sim, hw, cfg):
     return dtoc_ref(sim, hw, points, cfg)
 
 
-def measure(step, sim, hw, cfg, reps):
-    """Forward, backward and both, each timed separately (backward after an untimed forward)."""
-    fwd = timeit(lambda: step(sim, hw, cfg), reps)
-    bwd_times = []
+PASSES = ("fwd", "bwd", "full")
 
-    def backward_only():
-        out = step(sim, hw, cfg)
-        t = timeit(lambda: out.sum().backward(), 1, warmup=0)
-        bwd_times.append(t["median_ms"])
 
+def samples(step, sim, hw, cfg, reps):
+    """Times in ms of forward, backward (after an untimed forward) and both, ``reps`` each."""
+    out = {p: [] for p in PASSES}
     for _ in range(reps):
-        backward_only()
-    bwd = timeit(lambda: None, 1, warmup=0)
-    bwd.update(median_ms=sorted(bwd_times)[len(bwd_times) // 2], min_ms=min(bwd_times), max_ms=max(bwd_times), reps=reps)
-    full = timeit(lambda: step(sim, hw, cfg).sum().backward(), reps)
-    return {"fwd": fwd, "bwd": bwd, "full": full}
+        out["fwd"].append(timeit(lambda: step(sim, hw, cfg), 1, warmup=0)["median_ms"])
+        y = step(sim, hw, cfg)
+        out["bwd"].append(timeit(lambda: y.sum().backward(), 1, warmup=0)["median_ms"])
+        out["full"].append(timeit(lambda: step(sim, hw, cfg).sum().backward(), 1, warmup=0)["median_ms"])
+    return out
+
+
+def summary_of(times):
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times)}
 
 
 def main(argv=None) -> int:
@@ -74,14 +75,28 @@ def main(argv=None) -> int:
     rows, summary = [], {}
     for hw in sizes:
         ref_sim = torch.randn(1, 576, requires_grad=True)
+        sims = {m: torch.randn(m, 576, requires_grad=True) for m in BATCHES}
         ref_reps = 1 if (args.quick or hw[0] * hw[1] > 4e6) else 3
-        ref = measure(ref_step, ref_sim, [hw], cfg, ref_reps)
+        # interleaved: each reference run is followed by a block of fast-path runs (after a few
+        # untimed ones, as the reference leaves the caches cold), so that both see the same
+        # machine: the load of a shared VM drifts over seconds
+        ref_t = {p: [] for p in PASSES}
+        fast_t = {m: {p: [] for p in PASSES} for m in BATCHES}
+        ref_step(ref_sim, [hw], cfg).sum().backward()  # warm-up
+        for _ in range(ref_reps):
+            for p, t in samples(ref_step, ref_sim, [hw], cfg, 1).items():
+                ref_t[p] += t
+            for m in BATCHES:
+                samples(sasp_step, sims[m], [hw] * m, cfg, 5)  # warm-up
+                for p, t in samples(sasp_step, sims[m], [hw] * m, cfg, max(1, reps // ref_reps)).items():
+                    fast_t[m][p] += t
+        ref = {p: summary_of(t) for p, t in ref_t.items()}
         ref_mem = allocated_bytes(lambda: ref_step(ref_sim, [hw], cfg).sum().backward())
         for m in BATCHES:
-            sim = torch.randn(m, 576, requires_grad=True)
-            fast = measure(sasp_step, sim, [hw] * m, cfg, reps)
+            sim = sims[m]
+            fast = {p: summary_of(t) for p, t in fast_t[m].items()}
             mem = allocated_bytes(lambda: sasp_step(sim, [hw] * m, cfg).sum().backward()) / m
-            for p in ("fwd", "bwd", "full"):
+            for p in PASSES:
                 f, r = fast[p], ref[p]["median_ms"] * m
                 speed = r / f["median_ms"]
                 summary[(hw, m, p)] = (f["median_ms"], speed, mem)

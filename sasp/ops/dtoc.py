@@ -48,26 +48,37 @@ _TAP = np.array([0, 1]).reshape(2, 1, 1)
 _W0, _W1 = np.array([1.0, 0.0]).reshape(2, 1, 1), np.array([-1.0, 1.0]).reshape(2, 1, 1)
 
 
-def _axis_taps(pix: np.ndarray, size: np.ndarray, pad: np.ndarray, mid: np.ndarray, n: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+@functools.lru_cache(maxsize=64)
+def _crop_taps(grid: Tuple[int, int], mid: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
+    """The linear resize (align_corners=False) of the grid's rows to mid[0] samples, then of its
+    columns to mid[1]: the 2 taps (grid cells, weights [2, mid[0] + mid[1]]) of every sample,
+    in float64 as F.interpolate computes."""
+    size = np.concatenate([np.full(mid[0], mid[0]), np.full(mid[1], mid[1])])
+    n = np.concatenate([np.full(mid[0], grid[0]), np.full(mid[1], grid[1])])
+    src = np.maximum((np.concatenate([np.arange(mid[0]), np.arange(mid[1])]) + 0.5) * (n / size) - 0.5, 0.0)
+    j0 = np.minimum(src.astype(np.int64), n - 1)  # src >= 0: truncation is floor
+    return np.minimum(j0 + _TAP[:, 0], n - 1), _W0[:, 0] + _W1[:, 0] * (src - j0)
+
+
+def _axis_taps(pix: np.ndarray, size: np.ndarray, pad: np.ndarray, axis: np.ndarray, grid: Tuple[int, int], mid: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """The composed 1-D interpolation along an axis, as 4 taps (grid cell, weight) per pixel.
 
     For integer output pixels ``pix`` [R, U] (inside the image) on axes of length ``size``
-    [U]: the value at a pixel is linear (align_corners=False) from the padded axis of length
-    mid + 2 * pad, whose cell q is linear from the n grid cells at q - pad (zero in the
-    padding; a negative pad crops). All parameters are [U]. Float64 arithmetic, as
-    F.interpolate computes for float64. Returns cells [4, R, U] int64 and weights [4, R, U]
-    float64.
+    [U] (``axis`` [U]: 0 for rows, 1 for columns): the value at a pixel is linear
+    (align_corners=False) from the padded axis of length mid + 2 * pad, whose cell q is linear
+    from the grid's cells at q - pad (zero in the padding; a negative pad crops). The second
+    step depends only on q: a lookup. Float64 arithmetic, as F.interpolate computes for
+    float64. Returns cells [4, R, U] int64 and weights [4, R, U] float64.
     """
-    padded = mid + 2 * pad
+    mid_a = mid[axis]
+    padded = mid_a + 2 * pad
     src = np.maximum((pix + 0.5) * (padded / size) - 0.5, 0.0)
     i0 = np.minimum(src.astype(np.int64), padded - 1)  # src >= 0: truncation is floor
     q = np.minimum(i0 + _TAP, padded - 1) - pad  # [2, R, U]
-    w1 = (_W0 + _W1 * (src - i0)) * ((q >= 0) & (q < mid))  # zero in the padding
-    src2 = np.maximum((np.minimum(np.maximum(q, 0), mid - 1) + 0.5) * (n / mid) - 0.5, 0.0)
-    j0 = np.minimum(src2.astype(np.int64), n - 1)
-    cells = np.minimum(j0 + _TAP[..., None], n - 1)  # [2, 2, R, U]
-    weights = w1 * (_W0[..., None] + _W1[..., None] * (src2 - j0))
-    return cells.reshape(4, *pix.shape), weights.reshape(4, *pix.shape)
+    w1 = (_W0 + _W1 * (src - i0)) * ((q >= 0) & (q < mid_a))  # zero in the padding
+    cells, weights = _crop_taps(grid, tuple(mid))
+    at = np.minimum(np.maximum(q, 0), mid_a - 1) + axis * mid[0]  # rows' taps first, then the columns'
+    return cells[:, at].reshape(4, *pix.shape), (w1 * weights[:, at]).reshape(4, *pix.shape)
 
 
 def _unique(key: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -120,7 +131,7 @@ def _window_tables(hw: np.ndarray, points: np.ndarray, cfg: SasPConfig, grid: Tu
 
     pix = off + uniq % span  # [R, U]
     inside = (pix >= 0) & (pix < size)
-    cells, weights = _axis_taps(np.minimum(np.maximum(pix, 0), size - 1), size, pad, mid[a], n_a)
+    cells, weights = _axis_taps(np.minimum(np.maximum(pix, 0), size - 1), size, pad, a, grid, mid)
     base = cells.min((0, 1))
     local = cells - base
     width = int(local.max()) + 1
