@@ -131,3 +131,20 @@ def test_image_side_beyond_the_key_range_raises():
     points = torch.zeros(1, 3, 2, dtype=torch.long)
     with pytest.raises(ValueError, match="1.6M px"):
         dtoc(sim, [(2_000_000, 10)], points)
+
+
+@pytest.mark.parametrize("grid", [(24, 30), (10, 40), (40, 10)])
+@pytest.mark.parametrize("geometry", ["center_crop", "pad_square"])
+def test_non_square_grids_match_reference(grid, geometry):
+    """Rows and columns resize to different intermediate lengths (crop_shape): both axes' taps."""
+    cfg = READ_7B.replace(geometry=geometry, down_sample=1)
+    hw = [(300, 400), (41, 7), (1000, 90)]
+    sim = torch.randn(len(hw), grid[0] * grid[1], dtype=torch.float64, requires_grad=True)
+    points, _ = select_points(sim.detach(), hw, cfg, grid_hw=grid)
+    out = dtoc(sim, hw, points, cfg, grid_hw=grid)
+    ref = dtoc_ref(sim, hw, points, cfg, grid_hw=grid)
+    assert (out - ref).abs().max() <= 1e-6
+    w = _weights(ref.shape)
+    (g,) = torch.autograd.grad((out * w).sum(), sim)
+    (g_ref,) = torch.autograd.grad((ref * w).sum(), sim)
+    assert (g - g_ref).norm() <= 1e-6 * g_ref.norm()

@@ -226,7 +226,9 @@ def dtoc(
         grid_hw (tuple): (rows, cols) of the token grid; default sqrt(N_p) x sqrt(N_p).
 
     Returns:
-        Tensor: [M, K, 2] refined points (x, y) in pixels, float32 (float64 for float64 sim).
+        Tensor: [M, K, 2] refined points (x, y) in pixels, float32 (float64 for float64 sim);
+        differentiable once with respect to ``sim`` (the backward is written out: no second
+        derivatives).
     """
     cfg = cfg or SasPConfig()
     check_sim(sim, cfg.check_finite)
