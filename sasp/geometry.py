@@ -50,6 +50,8 @@ def host_sizes(image_hw: ImageSizes, rows: int) -> np.ndarray:
     if hw.dtype.kind == "f":
         if not np.array_equal(hw, np.floor(hw)):
             raise ValueError("image_hw must hold whole pixel counts")
+        if (np.abs(hw) >= 2**62).any():
+            raise ValueError("image_hw holds a size too large for int64 arithmetic")
     elif hw.dtype.kind not in "iub":
         raise ValueError(f"image_hw must hold integer pixel counts, got dtype {hw.dtype}")
     hw = hw.astype(np.int64)
@@ -79,11 +81,20 @@ def host_padding(hw: np.ndarray, grid: Tuple[int, int], geometry: str) -> np.nda
     hwf, grid = hw.astype(np.float64), np.array(grid)  # host arithmetic, vectorised over rows
     if geometry == "center_crop":
         scale = (grid / hwf).max(1, keepdims=True)
-        return ((hwf * scale).astype(np.int64) - grid) // 2
-    if geometry == "pad_square":
+        pad = ((hwf * scale).astype(np.int64) - grid) // 2
+    elif geometry == "pad_square":
         scale = (grid / hwf).min(1, keepdims=True)
-        return -((grid - np.maximum((hwf * scale).astype(np.int64), 1)) // 2)
-    raise ValueError(f"unknown geometry {geometry!r}")
+        pad = -((grid - np.maximum((hwf * scale).astype(np.int64), 1)) // 2)
+    else:
+        raise ValueError(f"unknown geometry {geometry!r}")
+    empty = (grid + 2 * pad <= 0).any(-1)  # READ's rounding can crop a one-cell grid away
+    if empty.any():
+        r = int(empty.argmax())
+        raise ValueError(
+            f"row {r}: the {grid[0]}x{grid[1]} grid covers no pixel of the {hw[r, 0]}x{hw[r, 1]} image "
+            f"({geometry} padding {tuple(pad[r].tolist())}); use a larger grid or a smaller down_sample"
+        )
+    return pad
 
 
 def sam_resize_shape(hw: Tensor, long_side: int = 1024) -> Tensor:

@@ -148,3 +148,27 @@ def test_non_square_grids_match_reference(grid, geometry):
     (g,) = torch.autograd.grad((out * w).sum(), sim)
     (g_ref,) = torch.autograd.grad((ref * w).sum(), sim)
     assert (g - g_ref).norm() <= 1e-6 * g_ref.norm()
+
+
+def test_fractional_points_raise():
+    with pytest.raises(ValueError, match="whole pixel"):
+        dtoc(torch.randn(1, 576), [(20, 30)], torch.tensor([[[3.5, 4.0]]]))
+    out = dtoc(torch.randn(1, 576), [(20, 30)], torch.tensor([[[3.0, 4.0]]]))  # whole floats are fine
+    assert out.shape == (1, 1, 2)
+
+
+def test_in_place_change_of_sim_before_backward_raises():
+    """The host node keeps no view of sim: autograd's version check catches the change."""
+    sim = torch.randn(1, 576, dtype=torch.float64, requires_grad=True)
+    leaf = sim * 1  # a non-leaf that may be modified in place
+    points, _ = select_points(leaf.detach(), [(100, 120)])
+    out = dtoc(leaf, [(100, 120)], points)
+    with torch.no_grad():
+        leaf.mul_(-1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
+def test_empty_keeps_float64():
+    sim = torch.randn(0, 576, dtype=torch.float64)
+    assert dtoc(sim, torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, 30, 2, dtype=torch.long)).dtype == torch.float64

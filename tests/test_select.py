@@ -138,3 +138,28 @@ def test_low_and_high_precision_inputs(dtype):
 def test_empty_batch():
     points, labels = select_points(torch.zeros(0, 576), torch.zeros(0, 2, dtype=torch.long))
     assert points.shape == (0, 30, 2) and labels.shape == (0, 30)
+
+
+def test_coordinates_round_like_the_reference_beyond_float32_integers():
+    """A 1 x 40M image pads the 1 x 4 grid by ~2e7 cells: float32 cannot hold cell + 0.5 there,
+    so the order of the roundings, float(cell + pad) + 0.5, must be READ's."""
+    cfg = READ_7B.replace(num_points=4)
+    for seed in range(3):
+        sim = torch.randn(1, 16, generator=torch.Generator().manual_seed(seed))
+        points, labels = select_points(sim, [(1, 40_000_000)], cfg, grid_hw=(2, 8))
+        ref_points, ref_labels = select_points_ref(sim, [(1, 40_000_000)], cfg, grid_hw=(2, 8))
+        assert torch.equal(points, ref_points) and torch.equal(labels, ref_labels)
+
+
+def test_grid_cropped_away_raises_naming_the_row():
+    """center_crop's int(W * d / min(H, W)) can be 0 for a one-cell grid: no cell is left."""
+    sim = torch.randn(2, 9)
+    cfg = READ_7B.replace(down_sample=3)
+    with pytest.raises(ValueError, match="row 1: the 1x1 grid covers no pixel"):
+        select_points(sim, [(300, 300), (1467, 1429)], cfg, grid_hw=(3, 3))
+
+
+@pytest.mark.parametrize("hw", [[(float("inf"), 5)], [(1e20, 5)]])
+def test_absurd_image_size_raises(hw):
+    with pytest.raises(ValueError, match="image_hw"):
+        select_points(torch.randn(1, 576), hw)

@@ -9,7 +9,8 @@ silently. ``SASP_BACKEND=triton`` on CPU tensors runs Triton's interpreter, and 
 
 The torch path (``sasp.ops.select``, ``sasp.ops.dtoc``) down-samples the map with torch on the
 tensor's device and does the rest on the host, vectorised numpy over all <SEG>s, with one
-autograd node whose backward is written out; a CUDA tensor makes one round trip each way.
+autograd node whose backward is written out. For a CUDA tensor the down-sampled grid and sim
+come to the host and the points, labels and refined points go back (the gradient likewise).
 """
 from __future__ import annotations
 
@@ -62,8 +63,9 @@ def similarity_as_points(
     grid_hw: Optional[Tuple[int, int]] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """SasP end to end: similarity [M, N_p] -> (refined [M, K, 2], labels [M, K] int64,
-    discrete [M, K, 2] int64). ``refined`` is differentiable with respect to ``sim``; it is
-    float32, except on the torch path for a float64 ``sim`` (float64, so that gradcheck works).
+    discrete [M, K, 2] int64). ``refined`` is differentiable (once: both backends' backwards
+    are written out) with respect to ``sim``; it is float32, except on the torch path for a
+    float64 ``sim`` (float64, so that gradcheck works).
     """
     cfg = cfg or SasPConfig()
     if backend_for(sim, cfg, grid_hw) == "triton":

@@ -16,8 +16,9 @@ under the weights exp(-((gx - x)^2 + (gy - y)^2)) * p.
   since S lies in [0, 1] its softmax weight is at most e times that of the centre pixel (which
   has Gaussian weight 1). The 8k pixels of ring k move the mean by at most k + r each, so the
   window changes a refined coordinate by at most  e * sum_{k>r} 8k (k + r) exp(-k^2),
-  = 1.4e-8 px for the default r = 4 (7e-5 px for r = 3). The same bound holds for the
-  gradient relative to its size.
+  = 1.4e-8 px for the default r = 4 (7e-5 px for r = 3). The gradient's error has the same
+  absolute bound (about 1e-11 for r = 4); relative to a gradient that is itself tiny (a point
+  on a flat stretch of S) it can be larger.
 Gradients reach ``sim`` through S and its min-max normalisation; the integer points carry none.
 """
 from __future__ import annotations
@@ -151,8 +152,8 @@ class _Windows(torch.autograd.Function):
     """refined = points + the softmax-weighted mean offset on each point's window of S.
 
     On the host, with a hand-written backward: numpy, points on the last axis, a few dozen
-    array ops where torch's per-op cost would dominate; device tensors make one round trip
-    each way.
+    array ops where torch's per-op cost would dominate. For a device tensor, sim comes to
+    the host and the refined points go back (the gradient likewise in backward).
 
     Forward: s = minmax(sim); S_w = ay @ s[patch] @ ax^T + by + bx (per axis, broadcast);
     p = softmax(S_w); shift = (sum p * dx, sum p * dy). Backward: dL/dS_w = p * (gx * (dx -
@@ -166,7 +167,7 @@ class _Windows(torch.autograd.Function):
     def forward(ctx, sim, points, tables, offsets):
         ay, ax, by, bx, patch = tables
         n_r = ay.shape[0]
-        x = sim.detach().to("cpu", torch.float64).numpy()
+        x = sim.detach().to("cpu", torch.float64).numpy()  # may share sim's memory: not kept
         lo, hi = x.min(1, keepdims=True), x.max(1, keepdims=True)
         span = hi - lo
         flat = span[:, 0] == 0
@@ -179,21 +180,22 @@ class _Windows(torch.autograd.Function):
         p = np.exp(logits - logits.max(0), out=logits)
         p /= p.sum(0)
         shift = offsets @ p  # [2, P]: (dx, dy)
-        ctx.host = (x, s, lo, hi, span, flat, ay, ax, patch, offsets, p, shift)
+        ctx.save_for_backward(sim)  # for autograd's check that sim is not modified in place
+        ctx.host = (x == lo, x == hi, s, span, flat, ay, ax, patch, offsets, p, shift)
         ctx.sim_dtype, ctx.sim_device = sim.dtype, sim.device
         return torch.from_numpy(points + shift.T.reshape(points.shape)).to(sim.device)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        x, s, lo, hi, span, flat, ay, ax, patch, offsets, p, shift = ctx.host
+        ctx.saved_tensors  # raises if sim was modified in place since the forward
+        at_lo, at_hi, s, span, flat, ay, ax, patch, offsets, p, shift = ctx.host
         n_r = ay.shape[0]
         g = grad.detach().to("cpu").numpy().reshape(-1, 2).T.astype(s.dtype)  # [2, P]
         g_logits = (p * (offsets.T @ g - (shift * g).sum(0))).reshape(n_r, n_r, -1)
         g_t = np.einsum("ijp,jmp->imp", g_logits, ax)
         g_patch = np.einsum("ilp,imp->lmp", ay, g_t)
         g_s = np.bincount(patch.ravel(), g_patch.ravel(), s.size).reshape(s.shape) / span
-        at_lo, at_hi = x == lo, x == hi
         g_lo = (g_s * (s - 1)).sum(1, keepdims=True) / at_lo.sum(1, keepdims=True)
         g_hi = (g_s * s).sum(1, keepdims=True) / at_hi.sum(1, keepdims=True)
         g_x = g_s + at_lo * g_lo - at_hi * g_hi
@@ -236,8 +238,11 @@ def dtoc(
         raise ValueError(f"points must have shape [{sim.shape[0]}, K, 2], got {tuple(points.shape)}")
     m, dev = sim.shape[0], sim.device
     hw = host_sizes(image_hw, m)
+    dt = torch.float64 if sim.dtype == torch.float64 else torch.float32
     if m == 0 or points.shape[1] == 0:
-        return torch.zeros(points.shape, dtype=torch.float32, device=dev) + 0 * sim.float().sum()
+        return torch.zeros(points.shape, dtype=dt, device=dev) + 0 * sim.to(dt).sum()
+    if points.is_floating_point() and not torch.equal(points, points.round()):
+        raise ValueError("points must be whole pixel coordinates (DtoC refines integer points)")
     pts = points.detach().to("cpu", torch.int64).numpy()
     outside = ((pts < 0) | (pts >= hw[:, None, ::-1])).any(-1)
     if outside.any():

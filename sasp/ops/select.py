@@ -69,12 +69,11 @@ def _select(sim: Tensor, hw: np.ndarray, cfg: SasPConfig, grid: Tuple[int, int])
 
 
 @functools.lru_cache(maxsize=64)
-def _cells(dh: int, dw: int) -> Tuple[np.ndarray, ...]:
+def _cells(dh: int, dw: int) -> Tuple[np.ndarray, np.ndarray]:
     """Per flat cell of a dh x dw grid: |2 row + 1 - dh| and |2 col + 1 - dw| (a cell lies in
-    the grid padded by p iff they are below dh + 2p and dw + 2p), and row + 0.5, col + 0.5
-    (float32, exact)."""
+    the grid padded by p iff they are below dh + 2p and dw + 2p)."""
     rows, cols = np.divmod(np.arange(dh * dw), dw)
-    return np.abs(2 * rows + 1 - dh), np.abs(2 * cols + 1 - dw), (rows + 0.5).astype(np.float32), (cols + 0.5).astype(np.float32)
+    return np.abs(2 * rows + 1 - dh), np.abs(2 * cols + 1 - dw)
 
 
 @eager  # host-side bookkeeping: torch.compile runs it eagerly instead of tracing the numpy
@@ -102,7 +101,7 @@ def _select_host(sim: Tensor, hw: np.ndarray, cfg: SasPConfig, grid: Tuple[int, 
 
     pad = host_padding(hw, (dh, dw), cfg.geometry)  # signed (pad_h, pad_w) [M, 2]
     gsize = (dh, dw) + 2 * pad  # the padded (or cropped) grid
-    row_dist, col_dist, row_mid, col_mid = _cells(dh, dw)
+    row_dist, col_dist = _cells(dh, dw)
     valid = (row_dist < gsize[:, :1]) & (col_dist < gsize[:, 1:])
     live = valid & ~flat  # a constant row has only neutrals
     pos = live & (g >= np.float32(cfg.t_pos))
@@ -113,12 +112,13 @@ def _select_host(sim: Tensor, hw: np.ndarray, cfg: SasPConfig, grid: Tuple[int, 
     n = idx.shape[-1]
     kept = key[np.arange(m)[:, None], idx] >> 32  # category
 
-    # pixel coordinates in float32 as READ computes them ((cell + 0.5) * H / gh), then truncation
+    # pixel coordinates in float32 as READ computes them, (float(cell) + 0.5) * H / gh, then truncation
     scale = (hw / gsize).astype(np.float32)  # float(H) / gh, float(W) / gw, rounded from float64
     bound = (hw - 1).astype(np.float32)
+    half = np.float32(0.5)
     points = np.zeros((m, k, 2), np.int64)
-    points[:, :n, 0] = np.minimum((col_mid[idx] + pad[:, 1:].astype(np.float32)) * scale[:, 1:], bound[:, 1:])
-    points[:, :n, 1] = np.minimum((row_mid[idx] + pad[:, :1].astype(np.float32)) * scale[:, :1], bound[:, :1])
+    points[:, :n, 0] = np.minimum(((idx % dw + pad[:, 1:]).astype(np.float32) + half) * scale[:, 1:], bound[:, 1:])
+    points[:, :n, 1] = np.minimum(((idx // dw + pad[:, :1]).astype(np.float32) + half) * scale[:, :1], bound[:, :1])
     points[:, :n][kept == _NONE] = 0
     labels = np.full((m, k), -1, np.int64)
     labels[:, :n] = _LABEL[kept]
