@@ -1,8 +1,9 @@
 """Discrete selection of SasP: similarity map -> K integer pixel points and labels.
 
 ``select_points`` is the fast path: batched over <SEG>s with per-row image sizes, no Python
-loop over rows or points, one host round trip per call (the d x d grids down, the points up). ``select_points_ref`` is its literal
-twin (METHOD.md step by step, one row and one point at a time) and the test oracle.
+loop over rows or points, one host round trip per call (the d x d grids down, the points up).
+``select_points_ref`` is its literal twin (METHOD.md step by step, one row and one point at a
+time) and the test oracle.
 
 Order of the K kept candidates: positives (value >= t_pos) by value, highest first; then
 negatives (0 <= value <= t_neg), lowest first; then neutrals in flat-index order. Equal values
