@@ -55,9 +55,8 @@ def host_sizes(image_hw: ImageSizes, rows: int) -> np.ndarray:
     elif hw.dtype.kind not in "iub":
         raise ValueError(f"image_hw must hold integer pixel counts, got dtype {hw.dtype}")
     hw = hw.astype(np.int64)
-    bad = (hw <= 0).any(-1)
-    if bad.any():
-        r = int(bad.argmax())
+    if hw.size and hw.min() <= 0:
+        r = int((hw <= 0).any(-1).argmax())
         raise ValueError(f"row {r}: image size {tuple(hw[r].tolist())} must be positive")
     return hw
 
@@ -76,23 +75,28 @@ def grid_padding(hw: Tensor, grid: Tuple[int, int], geometry: str) -> Tensor:
     return torch.from_numpy(host_padding(hw.numpy(), grid, geometry))
 
 
-def host_padding(hw: np.ndarray, grid: Tuple[int, int], geometry: str) -> np.ndarray:
-    """``grid_padding`` on a host int64 array [M, 2]; returns int64 [M, 2]."""
-    hwf, grid = hw.astype(np.float64), np.array(grid)  # host arithmetic, vectorised over rows
+def host_padding(hw: np.ndarray, grid, geometry: str) -> np.ndarray:
+    """``grid_padding`` on a host int64 array [M, 2]; returns int64 [M, 2].
+
+    ``grid`` may also be an array of G grids [G, 2]; the paddings are then [M, G, 2].
+    """
+    grids = np.asarray(grid)
+    hwf = hw.astype(np.float64)[:, None] if grids.ndim == 2 else hw.astype(np.float64)
     if geometry == "center_crop":
-        scale = (grid / hwf).max(1, keepdims=True)
-        pad = ((hwf * scale).astype(np.int64) - grid) // 2
+        scale = (grids / hwf).max(-1, keepdims=True)
+        pad = ((hwf * scale).astype(np.int64) - grids) // 2
     elif geometry == "pad_square":
-        scale = (grid / hwf).min(1, keepdims=True)
-        pad = -((grid - np.maximum((hwf * scale).astype(np.int64), 1)) // 2)
+        scale = (grids / hwf).min(-1, keepdims=True)
+        pad = -((grids - np.maximum((hwf * scale).astype(np.int64), 1)) // 2)
     else:
         raise ValueError(f"unknown geometry {geometry!r}")
-    empty = (grid + 2 * pad <= 0).any(-1)  # READ's rounding can crop a one-cell grid away
-    if empty.any():
-        r = int(empty.argmax())
+    if (grids + 2 * pad).min(initial=1) <= 0:  # READ's rounding can crop a one-cell grid away
+        r, g = np.argwhere((grids + 2 * pad <= 0).any(-1).reshape(len(hw), -1))[0]
+        rows, cols = grids.reshape(-1, 2)[g]
         raise ValueError(
-            f"row {r}: the {grid[0]}x{grid[1]} grid covers no pixel of the {hw[r, 0]}x{hw[r, 1]} image "
-            f"({geometry} padding {tuple(pad[r].tolist())}); use a larger grid or a smaller down_sample"
+            f"row {r}: the {rows}x{cols} grid covers no pixel of the {hw[r, 0]}x{hw[r, 1]} image "
+            f"({geometry} padding {tuple(pad.reshape(len(hw), -1, 2)[r, g].tolist())}); "
+            "use a larger grid or a smaller down_sample"
         )
     return pad
 

@@ -172,3 +172,36 @@ def test_in_place_change_of_sim_before_backward_raises():
 def test_empty_keeps_float64():
     sim = torch.randn(0, 576, dtype=torch.float64)
     assert dtoc(sim, torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, 30, 2, dtype=torch.long)).dtype == torch.float64
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_sasp_equals_select_then_dtoc(case):
+    """similarity_as_points places DtoC's windows on the selection's grid lines instead of
+    de-duplicating the points: bit for bit the numbers of select_points then dtoc (each tested
+    against its reference above), values and gradients."""
+    sim = case.sim.float().requires_grad_()
+    refined, labels, discrete = similarity_as_points(sim, case.hw, case.cfg)
+    points, ref_labels = select_points(sim.detach(), case.hw, case.cfg)
+    assert torch.equal(discrete, points) and torch.equal(labels, ref_labels)
+    ref = dtoc(sim, case.hw, points, case.cfg)
+    assert torch.equal(refined, ref)
+    w = _weights(ref.shape).float()
+    (g,) = torch.autograd.grad((refined * w).sum(), sim)
+    (g_ref,) = torch.autograd.grad((ref * w).sum(), sim)
+    assert torch.equal(g, g_ref)
+
+
+@pytest.mark.parametrize("cfg", [READ_7B, READ_7B.replace(geometry="pad_square", down_sample=1, num_points=60)], ids=["7b", "pad_square"])
+def test_sasp_batch_equals_rows(cfg):
+    """Rows of equal image size share their windows: a batch equals its rows one at a time."""
+    hw = [(480, 640), (1080, 1920), (7, 3000), (480, 640), (1, 1), (7, 3000), (480, 640)]
+    sim = torch.randn(len(hw), 576, requires_grad=True)
+    refined, labels, discrete = similarity_as_points(sim, hw, cfg)
+    (grad,) = torch.autograd.grad(refined.sum(), sim)
+    for i in range(len(hw)):
+        row = sim[i : i + 1].detach().requires_grad_()
+        one, one_labels, one_discrete = similarity_as_points(row, hw[i : i + 1], cfg)
+        (g,) = torch.autograd.grad(one.sum(), row)
+        assert torch.equal(one_labels, labels[i : i + 1]) and torch.equal(one_discrete, discrete[i : i + 1])
+        torch.testing.assert_close(refined[i : i + 1], one, rtol=0, atol=0)
+        torch.testing.assert_close(grad[i : i + 1], g, rtol=0, atol=0)

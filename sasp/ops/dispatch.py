@@ -14,18 +14,19 @@ come to the host and the points, labels and refined points go back (the gradient
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Optional, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..config import SasPConfig
-from ..geometry import ImageSizes
-from ..geometry import grid_shape, host_sizes
-from ._common import check_sim
-from .dtoc import _dtoc
-from .select import _select_host
+from ..geometry import ImageSizes, grid_shape, host_padding, host_sizes
+from ._common import check_sim, eager
+from .dtoc import _dtoc, _unique, crop_shape, host_sim
+from .select import _lines, _select_host, selection_shape
 
 BACKENDS = ("auto", "torch", "triton")
 
@@ -72,11 +73,41 @@ def similarity_as_points(
         from .triton import similarity_as_points_triton
 
         return similarity_as_points_triton(sim, image_hw, cfg, grid_hw)
-    check_sim(sim, cfg.check_finite)
-    hw = host_sizes(image_hw, sim.shape[0])
-    grid = grid_shape(sim.shape[-1], grid_hw)
-    points, labels = _select_host(sim, hw, cfg, grid)
-    discrete, labels = torch.from_numpy(points).to(sim.device), torch.from_numpy(labels).to(sim.device)
-    if sim.shape[0] == 0:
+    check_sim(sim, False)
+    return _similarity_as_points(sim, host_sizes(image_hw, sim.shape[0]), cfg, grid_shape(sim.shape[-1], grid_hw))
+
+
+@eager  # host-side: torch.compile runs it eagerly
+def _similarity_as_points(sim: Tensor, hw: np.ndarray, cfg: SasPConfig, grid: Tuple[int, int]) -> Tuple[Tensor, Tensor, Tensor]:
+    """The torch path on validated inputs (hw: host int64 [M, 2]; grid: (rows, cols)): one
+    host copy of sim, the selection, then DtoC with its windows on the selection's lines."""
+    m, dev = sim.shape[0], sim.device
+    x = host_sim(sim, cfg.check_finite)
+    sel = selection_shape(grid, cfg.down_sample)
+    pad = host_padding(hw, _grids(sel, crop_shape(grid, cfg.crop_size)), cfg.geometry)  # [M, 2 grids, 2]
+    points, labels, lines, centres = _select_host(sim, hw, pad[:, 0], cfg, grid)
+    discrete, labels = torch.from_numpy(points).to(dev), torch.from_numpy(labels).to(dev)
+    if m == 0:
         return discrete.float() + 0 * sim.float().sum(), labels, discrete
-    return _dtoc(sim, hw, points, cfg, grid), labels, discrete
+    windows = _line_windows(hw, lines, centres, _lines(*sel)[0])
+    return _dtoc(sim, x, hw, pad[:, 1], points, windows, cfg, grid), labels, discrete
+
+
+@functools.lru_cache(maxsize=64)
+def _grids(*grids: Tuple[int, int]) -> np.ndarray:
+    return np.array(grids)
+
+
+def _line_windows(hw: np.ndarray, lines: np.ndarray, centres: np.ndarray, axis: np.ndarray):
+    """The DtoC windows of selected points: every line (``select._lines``) of every distinct
+    image size, so that rows of equal size share them. Returns the windows' centres, image rows
+    and axes [U], and each point's row window and column window [P] (as ``_point_windows``)."""
+    m, d = centres.shape
+    if m == 1:
+        return centres[0], np.zeros(d, np.int64), axis, lines[0, :, 1], lines[0, :, 0]
+    if int(hw[:, 0].max()) < 2**62 // (int(hw[:, 1].max()) + 1):
+        _, first, inv = _unique(hw[:, 0] * (int(hw[:, 1].max()) + 1) + hw[:, 1])
+    else:  # sizes too large for one int64 code
+        _, first, inv = np.unique(hw, axis=0, return_index=True, return_inverse=True)
+    window = (inv.reshape(m, 1, 1) * d + lines).reshape(-1, 2)  # [P, 2]: column window, row window
+    return centres[first].ravel(), np.repeat(first, d), np.tile(axis, len(first)), window[:, 1], window[:, 0]

@@ -44,48 +44,101 @@ def crop_shape(grid: Tuple[int, int], crop_size: int) -> Tuple[int, int]:
 
 
 # the two taps of a linear interpolation (floor, floor + 1) and their weights w0 + w1 * frac,
-# on leading axes so that the pixel axes stay innermost
+# on a leading axis so that the window axes stay innermost
 _TAP = np.array([0, 1]).reshape(2, 1, 1)
 _W0, _W1 = np.array([1.0, 0.0]).reshape(2, 1, 1), np.array([-1.0, 1.0]).reshape(2, 1, 1)
 
 
 @functools.lru_cache(maxsize=64)
-def _crop_taps(grid: Tuple[int, int], mid: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
-    """The linear resize (align_corners=False) of the grid's rows to mid[0] samples, then of its
-    columns to mid[1]: the 2 taps (grid cells, weights [2, mid[0] + mid[1]]) of every sample,
-    in float64 as F.interpolate computes."""
-    size = np.concatenate([np.full(mid[0], mid[0]), np.full(mid[1], mid[1])])
-    n = np.concatenate([np.full(mid[0], grid[0]), np.full(mid[1], grid[1])])
-    src = np.maximum((np.concatenate([np.arange(mid[0]), np.arange(mid[1])]) + 0.5) * (n / size) - 0.5, 0.0)
-    j0 = np.minimum(src.astype(np.int64), n - 1)  # src >= 0: truncation is floor
-    return np.minimum(j0 + _TAP[:, 0], n - 1), _W0[:, 0] + _W1[:, 0] * (src - j0)
+def _constants(grid: Tuple[int, int], crop_size: int, radius: int, dtype: type):
+    """What DtoC's windows need of the configuration alone.
 
-
-def _axis_taps(pix: np.ndarray, size: np.ndarray, pad: np.ndarray, axis: np.ndarray, grid: Tuple[int, int], mid: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """The composed 1-D interpolation along an axis, as 4 taps (grid cell, weight) per pixel.
-
-    For integer output pixels ``pix`` [R, U] (inside the image) on axes of length ``size``
-    [U] (``axis`` [U]: 0 for rows, 1 for columns): the value at a pixel is linear
-    (align_corners=False) from the padded axis of length mid + 2 * pad, whose cell q is linear
-    from the grid's cells at q - pad (zero in the padding; a negative pad crops). The second
-    step depends only on q: a lookup. Float64 arithmetic, as F.interpolate computes for
-    float64. Returns cells [4, R, U] int64 and weights [4, R, U] float64.
+    - ``mid`` [2]: the intermediate (crop) lengths of rows and columns.
+    - ``crop`` (cells [2, T] int64, weights [2, T] float64): the linear resize (align_corners
+      =False, float64 as F.interpolate computes) of the grid's rows to mid[0] samples, then of
+      its columns to mid[1]: the 2 taps of each sample q at index base + 1 + q, with a
+      zero-weight entry on either side (q = -1 and q = mid: the zero padding beyond the crop)
+      whose cell is the nearest grid line, so that cells never decrease along the table.
+    - ``axes`` [2, 4]: per axis, the table's first and last index (base, base + mid + 1), the
+      last grid line, and the stride of a grid line in the flat map.
+    - ``off`` [R, 1] window offsets and ``bias`` [R, 1] = -off^2 in ``dtype``.
     """
-    mid_a = mid[axis]
-    padded = mid_a + 2 * pad
-    src = np.maximum((pix + 0.5) * (padded / size) - 0.5, 0.0)
-    i0 = np.minimum(src.astype(np.int64), padded - 1)  # src >= 0: truncation is floor
-    q = np.minimum(i0 + _TAP, padded - 1) - pad  # [2, R, U]
-    w1 = (_W0 + _W1 * (src - i0)) * ((q >= 0) & (q < mid_a))  # zero in the padding
-    cells, weights = _crop_taps(grid, tuple(mid))
-    at = np.minimum(np.maximum(q, 0), mid_a - 1) + axis * mid[0]  # rows' taps first, then the columns'
-    return cells[:, at].reshape(4, *pix.shape), (w1 * weights[:, at]).reshape(4, *pix.shape)
+    mid = crop_shape(grid, crop_size)
+    cells, weights = [], []
+    for n, size in zip(grid, mid):
+        src = np.maximum((np.arange(size) + 0.5) * (n / size) - 0.5, 0.0)
+        j0 = np.minimum(src.astype(np.int64), n - 1)  # src >= 0: truncation is floor
+        cells += [[[0], [0]], np.stack([j0, np.minimum(j0 + 1, n - 1)]), [[n - 1], [n - 1]]]
+        weights += [[[0.0], [0.0]], np.stack([1.0 - (src - j0), src - j0]), [[0.0], [0.0]]]
+    base = np.array([0, mid[0] + 2])
+    axes = np.stack([base, base + np.array(mid) + 1, np.array(grid) - 1, [grid[1], 1]], -1)
+    off = np.arange(-radius, radius + 1)[:, None]
+    crop = (np.concatenate(cells, 1), np.concatenate(weights, 1))
+    return np.array(mid), crop, axes, off, -(off * off).astype(dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _slots(n_r: int, width: int, n_u: int) -> np.ndarray:
+    """The flat position of line 0 of window row r of window u in an [R, L, U] array: [R, U]."""
+    return np.arange(n_r)[:, None] * (width * n_u) + np.arange(n_u)
+
+
+@functools.lru_cache(maxsize=64)
+def _row_offsets(m: int, k: int, n: int) -> np.ndarray:
+    """The flat offset of each of the M * K points' row in sim [M, N]: [P]."""
+    return np.arange(m * k) // k * n
+
+
+def _window_tables(centre, row, axis, iy, ix, hw, pad, cfg: SasPConfig, grid: Tuple[int, int], dtype):
+    """The non-differentiable part of DtoC: the windows' local operators and biases.
+
+    S on a point's window is A_Y @ s[Y0 : Y0 + L, X0 : X0 + L] @ A_X^T: the taps of the 2r+1
+    window rows (columns) reach at most L consecutive grid lines from Y0 (X0), so each window
+    needs an L x L patch of the grid and two local operators [2r+1, L]. A window depends only
+    on its centre along one axis and on its image's geometry, and a batch has few distinct
+    ones, so they are computed once per window and gathered per point.
+
+    Args: the U windows' centre pixels, image rows and axes (0: rows, 1: columns) [U]; each
+    point's row window and column window [P]; image sizes hw and the crop's padding [M, 2].
+
+    Returns, with the P points on the last axis: the local operators ay, ax [2r+1, L, P]
+    (``dtype``), the logit bias [2r+1, 2r+1, P] (-dy^2 - dx^2 inside the image, -inf beyond:
+    the Gaussian exp(-dx^2 - dy^2) is separable) and the flat indices [L, L, P] of the
+    patches in sim.
+    """
+    mid, (crop_cells, crop_weights), axes, off, bias = _constants(grid, cfg.crop_size, cfg.dtoc_radius, dtype)
+    padded = mid + 2 * pad  # per image and axis: the zero-padded crop, resized to the image
+    at_image = row * 2 + axis  # into the [M, 2] arrays, flat
+    last, lim, ratio = hw.take(at_image) - 1, padded.take(at_image) - 1, (padded / hw).take(at_image)
+    shift = (axes[:, 0] + 1 - pad).take(at_image)
+    lo, hi, line_max, stride = axes.take(axis, 0).T
+
+    pix = centre + off  # [R, U]
+    inner = np.minimum(np.maximum(pix, 0), last)
+    src = np.maximum((inner + 0.5) * ratio - 0.5, 0.0)
+    i0 = src.astype(np.int64)  # src >= 0: truncation is floor
+    at = np.minimum(np.maximum(np.minimum(i0 + _TAP, lim) + shift, lo), hi)  # [2, R, U] into the crop table
+    cells = crop_cells.take(at, 1)  # [2 (crop tap), 2 (image tap), R, U], non-decreasing along each axis
+    weights = crop_weights.take(at, 1) * (_W0 + _W1 * (src - i0))
+    base = cells[0, 0, 0]  # the window's first grid line, [U]
+    n_r, n_u = pix.shape
+    width = int((cells[1, 1, -1] - base).max()) + 1
+    # the local operators [R, L, U]: each tap's weight summed into its line (relative to base)
+    to = (cells - base) * n_u + _slots(n_r, width, n_u)
+    ops = np.bincount(to.ravel(), weights.ravel(), n_r * width * n_u).reshape(n_r, width, n_u).astype(dtype)
+    bias = np.where(pix == inner, bias, -np.inf)  # [R, U]
+
+    lines = np.minimum(base + np.arange(width)[:, None], line_max) * stride  # flat offsets of the grid lines [L, U]; beyond the grid: weight 0
+    prow = _row_offsets(len(hw), len(iy) // len(hw), grid[0] * grid[1])
+    patch = (lines.take(iy, 1) + prow)[:, None] + lines.take(ix, 1)
+    # take, not fancy indexing: its results are C-contiguous, which einsum needs to be fast
+    return ops.take(iy, 2), ops.take(ix, 2), bias.take(iy, 1)[:, None] + bias.take(ix, 1), patch
 
 
 def _unique(key: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """np.unique(key, return_index=True, return_inverse=True) for a 1-D int64 array,
     without its overhead: the distinct keys, one position of each, and the inverse."""
-    order = np.argsort(key)
+    order = key.argsort()
     sorted_key = key[order]
     new = np.empty(len(key), bool)
     new[0], new[1:] = True, sorted_key[1:] != sorted_key[:-1]
@@ -94,58 +147,29 @@ def _unique(key: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     return sorted_key[new], order[new], inv
 
 
-@functools.lru_cache(maxsize=64)
-def _window_constants(grid: Tuple[int, int], crop_size: int, radius: int):
-    """Intermediate and grid lengths (rows, cols), window offsets [R, 1] and -offset^2 [R, 1]."""
-    off = np.arange(-radius, radius + 1)[:, None]
-    return np.array(crop_shape(grid, crop_size)), np.array(grid), off, -(off * off).astype(np.float64)
-
-
-def _window_tables(hw: np.ndarray, points: np.ndarray, cfg: SasPConfig, grid: Tuple[int, int], dtype):
-    """The non-differentiable part of DtoC for integer points [M, K, 2] (x, y) inside the images.
-
-    S on a point's window is A_Y @ s[Y0 : Y0 + L, X0 : X0 + L] @ A_X^T: the taps of the 2r+1
-    window rows (columns) reach at most L consecutive grid rows (columns) from Y0 (X0), so
-    each window needs an L x L patch of the grid and two local operators [2r+1, L]. A
-    window depends only on its centre along each axis and on the image's geometry, and a
-    batch has few distinct ones (SasP's points are cell centres), so the taps are computed
-    once per distinct (image size, axis, centre) and gathered per point.
-
-    Returns, with the P = M * K points on the last axis: the local operators ay, ax
-    [2r+1, L, P] (``dtype``), the logit biases by, bx [2r+1, P] (-offset^2 inside the image,
-    -inf outside: the Gaussian exp(-dx^2 - dy^2) is separable) and the flat indices
-    [L, L, P] of the patches in sim.
-    """
-    m, k = points.shape[:2]
-    rows, cols = grid
-    mid, n, off, neg_sq = _window_constants(grid, cfg.crop_size, cfg.dtoc_radius)
-
-    # one key per (image size, axis, centre): equal sizes share their windows
+def _point_windows(hw: np.ndarray, points: np.ndarray):
+    """The distinct windows of integer points [M, K, 2] (x, y): one per (image size, axis,
+    centre), so that equal sizes share their windows. Returns the windows' centres, image
+    rows and axes [U], and each point's row window and column window [P]."""
     span = int(hw.max()) + 1
     if span > 1_600_000:  # keys below 2 * span^3 must fit int64
         raise ValueError(f"image side {span - 1} px exceeds DtoC's limit of 1.6M px")
     code = hw @ np.array([2 * span, 2])  # (H * span + W) * 2, then + axis (0: rows, 1: columns)
     key = (code[:, None, None] + np.arange(2)) * span + points[..., ::-1]  # [M, K, 2]: y then x
     uniq, first, inv = _unique(key.ravel())
-    row, a = first // (2 * k), first % 2
-    size, pad, n_a = hw[row, a], host_padding(hw, tuple(mid), cfg.geometry)[row, a], n[a]
+    iy, ix = inv.reshape(-1, 2).T
+    return uniq % span, first // (2 * points.shape[1]), first % 2, iy, ix
 
-    pix = off + uniq % span  # [R, U]
-    inside = (pix >= 0) & (pix < size)
-    cells, weights = _axis_taps(np.minimum(np.maximum(pix, 0), size - 1), size, pad, a, grid, mid)
-    base = cells.min((0, 1))
-    local = cells - base
-    width = int(local.max()) + 1
-    n_r, n_u = pix.shape
-    flat = (np.arange(n_r)[:, None] * width + local) * n_u + np.arange(n_u)
-    ops = np.bincount(flat.ravel(), weights.ravel(), n_r * width * n_u).reshape(n_r, width, n_u).astype(dtype)
-    bias = np.where(inside, neg_sq, -np.inf).astype(dtype)
 
-    iy, ix = inv.reshape(m * k, 2).T
-    lines = np.minimum(base + np.arange(width)[:, None], n_a - 1)  # beyond the grid: weight 0
-    ly, lx = np.take(lines, iy, 1), np.take(lines, ix, 1)  # np.take keeps the points innermost
-    patch = (np.arange(m * k) // k) * (rows * cols) + ly[:, None] * cols + lx
-    return np.take(ops, iy, 2), np.take(ops, ix, 2), np.take(bias, iy, 1), np.take(bias, ix, 1), patch
+def host_sim(sim: Tensor, check_finite: bool) -> np.ndarray:
+    """sim [M, N] on the host as a numpy array, float32 (float64 for a float64 sim), without a
+    copy where it already is one; a NaN or Inf raises a ValueError naming the row."""
+    x = sim.detach().to("cpu", torch.float64 if sim.dtype == torch.float64 else torch.float32).numpy()
+    # a NaN or Inf anywhere makes the sum NaN or Inf; summing float32 in float64 cannot overflow
+    if check_finite and x.size and not np.isfinite(x.sum(dtype=np.float64) if x.itemsize < 8 else x).all():
+        row = int((~np.isfinite(x).all(1)).argmax())
+        raise ValueError(f"similarity of <SEG> row {row} contains NaN or Inf")
+    return x
 
 
 class _Windows(torch.autograd.Function):
@@ -155,33 +179,30 @@ class _Windows(torch.autograd.Function):
     array ops where torch's per-op cost would dominate. For a device tensor, sim comes to
     the host and the refined points go back (the gradient likewise in backward).
 
-    Forward: s = minmax(sim); S_w = ay @ s[patch] @ ax^T + by + bx (per axis, broadcast);
-    p = softmax(S_w); shift = (sum p * dx, sum p * dy). Backward: dL/dS_w = p * (gx * (dx -
-    shift_x) + gy * (dy - shift_y)), back through the operators into the patches, summed
-    into s, then through the min-max normalisation (ties at the minimum or maximum share its
-    gradient equally, as torch's amin/amax do; a constant row gets zero). The products with
-    the L x L patches are einsums (L is about 3 for images larger than the token grid).
+    Forward: s = minmax(sim); S_w = ay @ s[patch] @ ax^T + bias; p = softmax(S_w); shift =
+    (sum p * dx, sum p * dy). S lies in [0, 1] and the bias is at most 0, with 0 at the centre
+    pixel (inside the image), so exp(S_w) needs no max subtracted: it is at most e and sums to
+    at least 1. Backward: dL/dS_w = p * (gx * (dx - shift_x) + gy * (dy - shift_y)), back
+    through the operators into the patches, summed into s, then through the min-max
+    normalisation (ties at the minimum or maximum share its gradient equally, as torch's
+    amin/amax do; a constant row gets zero). The products with the L x L patches are einsums
+    (L is about 3 for images larger than the token grid).
     """
 
     @staticmethod
-    def forward(ctx, sim, points, tables, offsets):
-        ay, ax, by, bx, patch = tables
-        n_r = ay.shape[0]
-        x = sim.detach().to("cpu", torch.float64).numpy()  # may share sim's memory: not kept
+    def forward(ctx, sim, x, points, tables, offsets):
+        ay, ax, bias, patch = tables
         lo, hi = x.min(1, keepdims=True), x.max(1, keepdims=True)
         span = hi - lo
-        flat = span[:, 0] == 0
-        span[flat] = 1  # a constant row: x - lo = 0, so s = 0
-        s = ((x - lo) / span).astype(ay.dtype)
-        t = np.einsum("ilp,lmp->imp", ay, s.ravel()[patch])  # ay @ patch: [R, L, P]
-        logits = np.einsum("imp,jmp->ijp", t, ax)  # @ ax^T: [R, R, P]
-        logits += by[:, None] + bx
-        logits = logits.reshape(n_r * n_r, -1)
-        p = np.exp(logits - logits.max(0), out=logits)
+        span[span == 0] = np.inf  # a constant row: s = 0, and no gradient
+        s = (x - lo) / span
+        logits = np.einsum("imp,jmp->ijp", np.einsum("ilp,lmp->imp", ay, s.ravel()[patch]), ax)  # [R, R, P]
+        logits += bias
+        p = np.exp(logits, out=logits).reshape(-1, logits.shape[-1])
         p /= p.sum(0)
         shift = offsets @ p  # [2, P]: (dx, dy)
         ctx.save_for_backward(sim)  # for autograd's check that sim is not modified in place
-        ctx.host = (x == lo, x == hi, s, span, flat, ay, ax, patch, offsets, p, shift)
+        ctx.host = (x == lo, x == hi, s, span, ay, ax, patch, offsets, p, shift)
         ctx.sim_dtype, ctx.sim_device = sim.dtype, sim.device
         return torch.from_numpy(points + shift.T.reshape(points.shape)).to(sim.device)
 
@@ -189,18 +210,15 @@ class _Windows(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         ctx.saved_tensors  # raises if sim was modified in place since the forward
-        at_lo, at_hi, s, span, flat, ay, ax, patch, offsets, p, shift = ctx.host
-        n_r = ay.shape[0]
+        at_lo, at_hi, s, span, ay, ax, patch, offsets, p, shift = ctx.host
         g = grad.detach().to("cpu").numpy().reshape(-1, 2).T.astype(s.dtype)  # [2, P]
-        g_logits = (p * (offsets.T @ g - (shift * g).sum(0))).reshape(n_r, n_r, -1)
-        g_t = np.einsum("ijp,jmp->imp", g_logits, ax)
-        g_patch = np.einsum("ilp,imp->lmp", ay, g_t)
+        g_logits = (p * (offsets.T @ g - (shift * g).sum(0))).reshape(ay.shape[0], ax.shape[0], -1)
+        g_patch = np.einsum("ilp,imp->lmp", ay, np.einsum("ijp,jmp->imp", g_logits, ax))
         g_s = np.bincount(patch.ravel(), g_patch.ravel(), s.size).reshape(s.shape) / span
-        g_lo = (g_s * (s - 1)).sum(1, keepdims=True) / at_lo.sum(1, keepdims=True)
-        g_hi = (g_s * s).sum(1, keepdims=True) / at_hi.sum(1, keepdims=True)
-        g_x = g_s + at_lo * g_lo - at_hi * g_hi
-        g_x[flat] = 0
-        return torch.from_numpy(g_x).to(ctx.sim_device, ctx.sim_dtype), None, None, None
+        g_hi = (g_s * s).sum(1, keepdims=True)
+        g_lo = g_hi - g_s.sum(1, keepdims=True)  # sum g_s * (s - 1)
+        g_x = g_s + at_lo * (g_lo / at_lo.sum(1, keepdims=True)) - at_hi * (g_hi / at_hi.sum(1, keepdims=True))
+        return torch.from_numpy(g_x).to(ctx.sim_device, ctx.sim_dtype), None, None, None, None
 
 
 @functools.lru_cache(maxsize=16)
@@ -233,13 +251,14 @@ def dtoc(
         derivatives).
     """
     cfg = cfg or SasPConfig()
-    check_sim(sim, cfg.check_finite)
+    check_sim(sim, False)
     if points.dim() != 3 or points.shape[-1] != 2 or points.shape[0] != sim.shape[0]:
         raise ValueError(f"points must have shape [{sim.shape[0]}, K, 2], got {tuple(points.shape)}")
     m, dev = sim.shape[0], sim.device
     hw = host_sizes(image_hw, m)
-    dt = torch.float64 if sim.dtype == torch.float64 else torch.float32
+    grid = grid_shape(sim.shape[-1], grid_hw)
     if m == 0 or points.shape[1] == 0:
+        dt = torch.float64 if sim.dtype == torch.float64 else torch.float32
         return torch.zeros(points.shape, dtype=dt, device=dev) + 0 * sim.to(dt).sum()
     if points.is_floating_point() and not torch.equal(points, points.round()):
         raise ValueError("points must be whole pixel coordinates (DtoC refines integer points)")
@@ -248,16 +267,24 @@ def dtoc(
     if outside.any():
         r, i = np.argwhere(outside)[0]
         raise ValueError(f"point {i} of <SEG> row {r}, {tuple(pts[r, i].tolist())}, lies outside its {hw[r, 0]}x{hw[r, 1]} image")
-    return _dtoc(sim, hw, pts, cfg, grid_shape(sim.shape[-1], grid_hw))
+    return _dtoc_points(sim, hw, pts, cfg, grid)
 
 
 @eager  # host-side: torch.compile runs it eagerly
-def _dtoc(sim: Tensor, hw: np.ndarray, points: np.ndarray, cfg: SasPConfig, grid: Tuple[int, int]) -> Tensor:
-    """``dtoc`` on validated inputs (hw: host int64 [M, 2]; points: host int64 [M, K, 2]
-    inside the images; grid: (rows, cols)): one autograd node."""
-    dt = np.float64 if sim.dtype == torch.float64 else np.float32  # float64 for gradcheck
-    tables = _window_tables(hw, points, cfg, grid, dt)
-    return _Windows.apply(sim, points.astype(dt), tables, _offsets(cfg.dtoc_radius, dt))
+def _dtoc_points(sim: Tensor, hw: np.ndarray, points: np.ndarray, cfg: SasPConfig, grid: Tuple[int, int]) -> Tensor:
+    """``dtoc`` on validated inputs (hw: host int64 [M, 2]; points: host int64 [M, K, 2] inside
+    the images; grid: (rows, cols))."""
+    x = host_sim(sim, cfg.check_finite)
+    pad = host_padding(hw, crop_shape(grid, cfg.crop_size), cfg.geometry)
+    return _dtoc(sim, x, hw, pad, points, _point_windows(hw, points), cfg, grid)
+
+
+def _dtoc(sim: Tensor, x: np.ndarray, hw: np.ndarray, pad: np.ndarray, points: np.ndarray, windows, cfg: SasPConfig, grid: Tuple[int, int]) -> Tensor:
+    """DtoC on validated inputs, as one autograd node: sim and its host copy x [M, N]; hw and
+    the crop's padding [M, 2] (host int64); integer points [M, K, 2] inside the images; their
+    windows (centre, row, axis [U]; row and column window of each point [P])."""
+    tables = _window_tables(*windows, hw, pad, cfg, grid, x.dtype.type)
+    return _Windows.apply(sim, x, points.astype(x.dtype), tables, _offsets(cfg.dtoc_radius, x.dtype.type))
 
 
 def dtoc_ref(

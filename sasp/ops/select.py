@@ -25,18 +25,22 @@ from ..config import SasPConfig
 from ..geometry import ImageSizes, grid_shape, host_padding, host_sizes, image_sizes
 from ._common import check_sim, eager
 
-_POS, _NEG, _NEU, _NONE = 0, 1, 2, 3
+# F.interpolate(mode="bilinear", size=...) calls this kernel after checks that cost more than the
+# kernel at these sizes; calling it directly gives the same bits
+_resize = torch._C._nn.upsample_bilinear2d
+
+# sort keys: the category in the high word (positives, negatives, neutrals, cells off the
+# image), the float32 bits of the value in the low word (complemented for positives)
+_POS, _NEG, _NEU, _NONE = 0x7FFFFFFF, 1 << 32, 2 << 32, 3 << 32
 _LABEL = np.array([1, 0, -1, -1])  # of each category
 
 
-def _selection_grid(sim: Tensor, cfg: SasPConfig, grid: Tuple[int, int]) -> Tensor:
-    """The down-sampled map [M, dh, dw] (float32), before normalisation."""
-    rows, cols = grid
-    dh, dw = rows // cfg.down_sample, cols // cfg.down_sample
+def selection_shape(grid: Tuple[int, int], down_sample: int) -> Tuple[int, int]:
+    """The (dh, dw) grid that selection ranks: the token grid divided by down_sample."""
+    dh, dw = grid[0] // down_sample, grid[1] // down_sample
     if dh < 1 or dw < 1:
-        raise ValueError(f"down_sample={cfg.down_sample} leaves no cell of the {rows}x{cols} token grid")
-    g = F.interpolate(sim.float().reshape(-1, 1, rows, cols), (dh, dw), mode="bilinear", align_corners=False)
-    return g.view(-1, dh, dw)
+        raise ValueError(f"down_sample={down_sample} leaves no cell of the {grid[0]}x{grid[1]} token grid")
+    return dh, dw
 
 
 def select_points(
@@ -60,70 +64,93 @@ def select_points(
     cfg = cfg or SasPConfig()
     check_sim(sim, cfg.check_finite)
     hw = host_sizes(image_hw, sim.shape[0])
-    return _select(sim, hw, cfg, grid_shape(sim.shape[-1], grid_hw))
-
-
-def _select(sim: Tensor, hw: np.ndarray, cfg: SasPConfig, grid: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
-    """``select_points`` on validated inputs (hw: host int64 [M, 2]; grid: (rows, cols))."""
-    points, labels = _select_host(sim, hw, cfg, grid)
+    grid = grid_shape(sim.shape[-1], grid_hw)
+    points, labels, _, _ = _select_host(sim, hw, None, cfg, grid)
     return torch.from_numpy(points).to(sim.device), torch.from_numpy(labels).to(sim.device)
 
 
 @functools.lru_cache(maxsize=64)
-def _cells(dh: int, dw: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Per flat cell of a dh x dw grid: |2 row + 1 - dh| and |2 col + 1 - dw| (a cell lies in
-    the grid padded by p iff they are below dh + 2p and dw + 2p)."""
+def _lines(dh: int, dw: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The D = dh + dw + 2 pixel lines that selected points lie on: one per grid row, one per
+    grid column, then y = 0 and x = 0 (the point of "not a point" padding).
+
+    Returns each line's axis [D] (0: a row, y; 1: a column, x) and grid cell [D]; per flat
+    cell (and one more entry for padding) its (x line, y line) [dh * dw + 1, 2]; and per flat
+    cell |2 row + 1 - dh|, |2 col + 1 - dw| (a cell lies on the grid padded by p iff they are
+    below dh + 2p and dw + 2p).
+    """
     rows, cols = np.divmod(np.arange(dh * dw), dw)
-    return np.abs(2 * rows + 1 - dh), np.abs(2 * cols + 1 - dw)
+    axis = np.repeat([0, 1, 0, 1], [dh, dw, 1, 1])
+    cell = np.concatenate([np.arange(dh), np.arange(dw), [0, 0]])
+    of_cell = np.concatenate([np.stack([dh + cols, rows], -1), [[dh + dw + 1, dh + dw]]])
+    return axis, cell, of_cell, (np.abs(2 * rows + 1 - dh), np.abs(2 * cols + 1 - dw), np.array([dh, dw]))
+
+
+def _selection_grid(sim: Tensor, dh: int, dw: int, grid: Tuple[int, int]) -> np.ndarray:
+    """The down-sampled map [M, dh * dw] (float32, host), before normalisation: torch's bilinear
+    resize (F.interpolate's kernel, called directly) on sim's device, bit-identical to the
+    reference's."""
+    g = sim.detach().reshape(-1, 1, *grid)
+    g = _resize(g if g.dtype == torch.float32 else g.float(), [dh, dw], False, None)
+    return (g if g.device.type == "cpu" else g.cpu()).numpy().reshape(-1, dh * dw)
+
+
+@functools.lru_cache(maxsize=64)
+def _row_base(m: int, n: int) -> np.ndarray:
+    """The flat offset of each row of an [M, N] array: [M, 1]."""
+    return np.arange(m)[:, None] * n
 
 
 @eager  # host-side bookkeeping: torch.compile runs it eagerly instead of tracing the numpy
-def _select_host(sim: Tensor, hw: np.ndarray, cfg: SasPConfig, grid: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
-    """The selection as host arrays: points [M, K, 2] int64 and labels [M, K] int64.
+def _select_host(sim: Tensor, hw: np.ndarray, pad: np.ndarray, cfg: SasPConfig, grid: Tuple[int, int]):
+    """The selection on the host, for validated inputs (hw: int64 [M, 2]; pad: the selection
+    grid's padding [M, 2] from ``host_padding``, or None; grid: (rows, cols)).
 
-    The d x d grids are resized by torch on sim's device (bit-identical to the reference) and
-    come to the host in one transfer; min-max normalisation (IEEE float32, as torch) and the
-    rest is bookkeeping on [M, d * d] arrays, where numpy's per-call cost is a fraction of
-    torch's. The order is one stable sort of an exact 64-bit key per cell: category in the
-    high word, the float32 bits of the value (non-negative, so its bit pattern orders like
-    the value; complemented for positives, highest first) in the low word.
+    The d x d grids are resized by torch on sim's device and come to the host in one transfer;
+    min-max normalisation (IEEE float32, as torch) and the rest is bookkeeping on [M, d * d]
+    arrays. The order is one stable sort of an exact 64-bit key per cell: the category in the
+    high word, the float32 bits of the value (non-negative, so its bit pattern orders like the
+    value; complemented for positives, highest first) in the low word.
+
+    Returns points [M, K, 2] int64 (x, y), labels [M, K] int64, and for DtoC's windows each
+    point's (x line, y line) [M, K, 2] and each row's line centres [M, D] (see ``_lines``):
+    points = centres at lines.
     """
     m, k = sim.shape[0], cfg.num_points
+    dh, dw = selection_shape(grid, cfg.down_sample)
+    axis, cell, of_cell, dist = _lines(dh, dw)
     if m == 0:
-        return np.zeros((0, k, 2), np.int64), np.zeros((0, k), np.int64)
-    g = _selection_grid(sim.detach(), cfg, grid)
-    _, dh, dw = g.shape
-    g = g.reshape(m, dh * dw).cpu().numpy()
+        return np.zeros((0, k, 2), np.int64), np.zeros((0, k), np.int64), np.zeros((0, k, 2), np.int64), np.zeros((0, len(axis)), np.int64)
+    g = _selection_grid(sim, dh, dw, grid)
+    if pad is None:
+        pad = host_padding(hw, (dh, dw), cfg.geometry)
     lo = g.min(1, keepdims=True)
     span = g.max(1, keepdims=True) - lo
-    flat = span == 0
-    span[flat] = 1  # a constant row: g - lo = 0, so it maps to zeros
+    span[span == 0] = np.nan  # a constant row normalises to NaN: all its cells are neutral
     g = (g - lo) / span
-
-    pad = host_padding(hw, (dh, dw), cfg.geometry)  # signed (pad_h, pad_w) [M, 2]
-    gsize = (dh, dw) + 2 * pad  # the padded (or cropped) grid
-    row_dist, col_dist = _cells(dh, dw)
-    valid = (row_dist < gsize[:, :1]) & (col_dist < gsize[:, 1:])
-    live = valid & ~flat  # a constant row has only neutrals
-    pos = live & (g >= np.float32(cfg.t_pos))
-    neg = live & (g <= np.float32(cfg.t_neg))  # g >= 0 holds after min-max normalisation
     bits = g.view(np.int32).astype(np.int64)
-    key = np.where(pos, (_POS << 32) + 0x7FFFFFFF - bits, np.where(neg, (_NEG << 32) + bits, np.where(valid, _NEU << 32, _NONE << 32)))
-    idx = np.argsort(key, -1, kind="stable")[:, :k]  # ties keep flat-index order
-    n = idx.shape[-1]
-    kept = key[np.arange(m)[:, None], idx] >> 32  # category
+    key = np.where(g >= np.float32(cfg.t_pos), _POS - bits, np.where(g <= np.float32(cfg.t_neg), _NEG + bits, _NEU))
+    gsize = dist[2] + 2 * pad  # the padded (or cropped) grid
+    cropped = pad.min() < 0
+    if cropped:  # cells off the image are never chosen
+        key[(dist[0] >= gsize[:, :1]) | (dist[1] >= gsize[:, 1:])] = _NONE
+    order = key.argsort(-1, kind="stable")[:, :k]  # ties keep flat-index order
+    category = key.take(order + _row_base(m, dh * dw)) >> 32
+    if order.shape[1] < k:  # fewer cells than K: pad with "not a point"
+        order = np.pad(order, ((0, 0), (0, k - order.shape[1])))
+        category = np.pad(category, ((0, 0), (0, k - category.shape[1])), constant_values=_NONE >> 32)
+        cropped = True
+    lines = of_cell.take(order, 0)  # [M, K, 2]
+    if cropped:
+        lines[category == _NONE >> 32] = of_cell[-1]
 
     # pixel coordinates in float32 as READ computes them, (float(cell) + 0.5) * H / gh, then truncation
-    scale = (hw / gsize).astype(np.float32)  # float(H) / gh, float(W) / gw, rounded from float64
-    bound = (hw - 1).astype(np.float32)
-    half = np.float32(0.5)
-    points = np.zeros((m, k, 2), np.int64)
-    points[:, :n, 0] = np.minimum(((idx % dw + pad[:, 1:]).astype(np.float32) + half) * scale[:, 1:], bound[:, 1:])
-    points[:, :n, 1] = np.minimum(((idx // dw + pad[:, :1]).astype(np.float32) + half) * scale[:, :1], bound[:, :1])
-    points[:, :n][kept == _NONE] = 0
-    labels = np.full((m, k), -1, np.int64)
-    labels[:, :n] = _LABEL[kept]
-    return points, labels
+    scale = (hw / gsize).astype(np.float32).take(axis, 1)  # float(H) / gh, float(W) / gw, rounded from float64
+    centres = ((cell + pad.take(axis, 1)).astype(np.float32) + np.float32(0.5)) * scale
+    centres = np.minimum(centres, (hw - 1).astype(np.float32).take(axis, 1)).astype(np.int64)
+    centres[:, -2:] = 0
+    points = centres.take(lines + _row_base(m, len(axis))[..., None])
+    return points, _LABEL.take(category), lines, centres
 
 
 def select_points_ref(
