@@ -90,7 +90,7 @@ def host_padding(hw: np.ndarray, grid, geometry: str) -> np.ndarray:
         pad = -((grids - np.maximum((hwf * scale).astype(np.int64), 1)) // 2)
     else:
         raise ValueError(f"unknown geometry {geometry!r}")
-    if (grids + 2 * pad).min(initial=1) <= 0:  # READ's rounding can crop a one-cell grid away
+    if pad.min(initial=0) < 0 and (grids + 2 * pad).min() <= 0:  # READ's rounding can crop a one-cell grid away
         r, g = np.argwhere((grids + 2 * pad <= 0).any(-1).reshape(len(hw), -1))[0]
         rows, cols = grids.reshape(-1, 2)[g]
         raise ValueError(

@@ -24,6 +24,7 @@ Gradients reach ``sim`` through S and its min-max normalisation; the integer poi
 from __future__ import annotations
 
 import functools
+import math
 from typing import Optional, Tuple
 
 import numpy as np
@@ -109,15 +110,16 @@ def _window_tables(centre, row, axis, iy, ix, hw, pad, cfg: SasPConfig, grid: Tu
     mid, (crop_cells, crop_weights), axes, off, bias = _constants(grid, cfg.crop_size, cfg.dtoc_radius, dtype)
     padded = mid + 2 * pad  # per image and axis: the zero-padded crop, resized to the image
     at_image = row * 2 + axis  # into the [M, 2] arrays, flat
-    last, lim, ratio = hw.take(at_image) - 1, padded.take(at_image) - 1, (padded / hw).take(at_image)
-    shift = (axes[:, 0] + 1 - pad).take(at_image)
+    last, ratio = hw.take(at_image) - 1, (padded / hw).take(at_image)
+    shift = (axes[:, 0] + 1 - pad).take(at_image)  # crop sample q sits at base + 1 + q in the table
     lo, hi, line_max, stride = axes.take(axis, 0).T
+    top = np.minimum(padded.take(at_image) - 1 + shift, hi)  # the last sample, or the zero entry after the crop
 
     pix = centre + off  # [R, U]
     inner = np.minimum(np.maximum(pix, 0), last)
     src = np.maximum((inner + 0.5) * ratio - 0.5, 0.0)
     i0 = src.astype(np.int64)  # src >= 0: truncation is floor
-    at = np.minimum(np.maximum(np.minimum(i0 + _TAP, lim) + shift, lo), hi)  # [2, R, U] into the crop table
+    at = np.maximum(np.minimum(i0 + shift + _TAP, top), lo)  # [2, R, U] into the crop table
     cells = crop_cells.take(at, 1)  # [2 (crop tap), 2 (image tap), R, U], non-decreasing along each axis
     weights = crop_weights.take(at, 1) * (_W0 + _W1 * (src - i0))
     base = cells[0, 0, 0]  # the window's first grid line, [U]
@@ -164,9 +166,13 @@ def _point_windows(hw: np.ndarray, points: np.ndarray):
 def host_sim(sim: Tensor, check_finite: bool) -> np.ndarray:
     """sim [M, N] on the host as a numpy array, float32 (float64 for a float64 sim), without a
     copy where it already is one; a NaN or Inf raises a ValueError naming the row."""
-    x = sim.detach().to("cpu", torch.float64 if sim.dtype == torch.float64 else torch.float32).numpy()
+    x = sim.detach()
+    want = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if x.dtype != want or x.device.type != "cpu":
+        x = x.to("cpu", want)
+    x = x.numpy()
     # a NaN or Inf anywhere makes the sum NaN or Inf; summing float32 in float64 cannot overflow
-    if check_finite and x.size and not np.isfinite(x.sum(dtype=np.float64) if x.itemsize < 8 else x).all():
+    if check_finite and x.size and not (math.isfinite(x.sum(dtype=np.float64)) if x.itemsize < 8 else np.isfinite(x).all()):
         row = int((~np.isfinite(x).all(1)).argmax())
         raise ValueError(f"similarity of <SEG> row {row} contains NaN or Inf")
     return x
@@ -195,38 +201,43 @@ class _Windows(torch.autograd.Function):
         lo, hi = x.min(1, keepdims=True), x.max(1, keepdims=True)
         span = hi - lo
         span[span == 0] = np.inf  # a constant row: s = 0, and no gradient
-        s = (x - lo) / span
+        s = x - lo
+        s /= span
         logits = np.einsum("imp,jmp->ijp", np.einsum("ilp,lmp->imp", ay, s.ravel()[patch]), ax)  # [R, R, P]
         logits += bias
         p = np.exp(logits, out=logits).reshape(-1, logits.shape[-1])
         p /= p.sum(0)
-        shift = offsets @ p  # [2, P]: (dx, dy)
+        shift = p.T @ offsets  # [P, 2]: (dx, dy)
         ctx.save_for_backward(sim)  # for autograd's check that sim is not modified in place
         ctx.host = (x == lo, x == hi, s, span, ay, ax, patch, offsets, p, shift)
         ctx.sim_dtype, ctx.sim_device = sim.dtype, sim.device
-        return torch.from_numpy(points + shift.T.reshape(points.shape)).to(sim.device)
+        out = torch.from_numpy(points + shift.reshape(points.shape))
+        return out if sim.device.type == "cpu" else out.to(sim.device)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         ctx.saved_tensors  # raises if sim was modified in place since the forward
         at_lo, at_hi, s, span, ay, ax, patch, offsets, p, shift = ctx.host
-        g = grad.detach().to("cpu").numpy().reshape(-1, 2).T.astype(s.dtype)  # [2, P]
-        g_logits = (p * (offsets.T @ g - (shift * g).sum(0))).reshape(ay.shape[0], ax.shape[0], -1)
+        g = grad.cpu().numpy().reshape(-1, 2).astype(s.dtype, copy=False)  # [P, 2]
+        g_logits = (p * (offsets @ g.T - (shift * g).sum(1))).reshape(ay.shape[0], ax.shape[0], -1)
         g_patch = np.einsum("ilp,imp->lmp", ay, np.einsum("ijp,jmp->imp", g_logits, ax))
         g_s = np.bincount(patch.ravel(), g_patch.ravel(), s.size).reshape(s.shape) / span
         g_hi = (g_s * s).sum(1, keepdims=True)
         g_lo = g_hi - g_s.sum(1, keepdims=True)  # sum g_s * (s - 1)
         g_x = g_s + at_lo * (g_lo / at_lo.sum(1, keepdims=True)) - at_hi * (g_hi / at_hi.sum(1, keepdims=True))
-        return torch.from_numpy(g_x).to(ctx.sim_device, ctx.sim_dtype), None, None, None, None
+        out = torch.from_numpy(g_x.astype(s.dtype))
+        if ctx.sim_device.type != "cpu" or ctx.sim_dtype != out.dtype:
+            out = out.to(ctx.sim_device, ctx.sim_dtype)
+        return out, None, None, None, None
 
 
 @functools.lru_cache(maxsize=16)
 def _offsets(radius: int, dtype) -> np.ndarray:
-    """(dx, dy) of the (2r+1)^2 window pixels, row-major: [2, (2r+1)^2]."""
+    """(dx, dy) of the (2r+1)^2 window pixels, row-major: [(2r+1)^2, 2]."""
     off = np.arange(-radius, radius + 1)
     dy, dx = np.meshgrid(off, off, indexing="ij")
-    return np.stack([dx.ravel(), dy.ravel()]).astype(dtype)
+    return np.stack([dx.ravel(), dy.ravel()], -1).astype(dtype)
 
 
 def dtoc(

@@ -127,7 +127,8 @@ def _select_host(sim: Tensor, hw: np.ndarray, pad: np.ndarray, cfg: SasPConfig, 
     lo = g.min(1, keepdims=True)
     span = g.max(1, keepdims=True) - lo
     span[span == 0] = np.nan  # a constant row normalises to NaN: all its cells are neutral
-    g = (g - lo) / span
+    g -= lo  # in place: g is the fresh output of the resize
+    g /= span
     bits = g.view(np.int32).astype(np.int64)
     key = np.where(g >= np.float32(cfg.t_pos), _POS - bits, np.where(g <= np.float32(cfg.t_neg), _NEG + bits, _NEU))
     gsize = dist[2] + 2 * pad  # the padded (or cropped) grid
