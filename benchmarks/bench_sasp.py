@@ -7,6 +7,12 @@ Prints median and spread per case, extra memory per <SEG> (total bytes the ops a
 upper bound on the peak), the speed-up against the reference measured in the same run, the
 three targets of the core issue, and appends a CSV row per case (machine, versions, date).
 The reference loops over rows, so at batch 64 it is timed at batch 1 and scaled by 64.
+
+Timing: the reference runs 5 times per size (once above 4 Mpx), one call per sample. The fast
+path is timed in samples of 10 back-to-back calls (per-call time = sample / 10, as timeit does),
+in blocks that follow each reference run after untimed warm-up calls, so that both see the same
+machine: the load on a shared VM drifts over seconds. A single call timed alone after unrelated
+work is slower by its cache misses (about 0.1-0.2 ms on the 2-core VM of the README).
 """
 from __future__ import annotations
 
@@ -14,11 +20,12 @@ import argparse
 import os
 import statistics
 import sys
+import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import allocated_bytes, machine, timeit, write_csv  # noqa: E402
+from _common import allocated_bytes, machine, write_csv  # noqa: E402
 
 import sasp  # noqa: E402
 from sasp import SasPConfig, dtoc_ref, select_points_ref, similarity_as_points  # noqa: E402
@@ -26,6 +33,7 @@ from sasp import SasPConfig, dtoc_ref, select_points_ref, similarity_as_points  
 SIZES = [(480, 640), (1024, 768), (1080, 1920), (4000, 3000)]
 QUICK_SIZES = [(480, 640), (1080, 1920)]
 BATCHES = [1, 64]
+INNER = 10  # the fast path's calls per sample, back to back (as timeit does; see main's docstring)
 
 
 def sasp_step(sim, hw, cfg):
@@ -40,14 +48,25 @@ def ref_step(sim, hw, cfg):
 PASSES = ("fwd", "bwd", "full")
 
 
-def samples(step, sim, hw, cfg, reps):
-    """Times in ms of forward, backward (after an untimed forward) and both, ``reps`` each."""
+def samples(step, sim, hw, cfg, reps, inner=1):
+    """Per-call times in ms of forward, backward (of outputs computed beforehand) and both:
+    ``reps`` samples of each, a sample being the mean of ``inner`` back-to-back calls."""
     out = {p: [] for p in PASSES}
     for _ in range(reps):
-        out["fwd"].append(timeit(lambda: step(sim, hw, cfg), 1, warmup=0)["median_ms"])
-        y = step(sim, hw, cfg)
-        out["bwd"].append(timeit(lambda: y.sum().backward(), 1, warmup=0)["median_ms"])
-        out["full"].append(timeit(lambda: step(sim, hw, cfg).sum().backward(), 1, warmup=0)["median_ms"])
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            step(sim, hw, cfg)
+        out["fwd"].append((time.perf_counter() - t0) * 1e3 / inner)
+        ys = [step(sim, hw, cfg) for _ in range(inner)]
+        t0 = time.perf_counter()
+        for y in ys:
+            y.sum().backward()
+        out["bwd"].append((time.perf_counter() - t0) * 1e3 / inner)
+        del ys
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            step(sim, hw, cfg).sum().backward()
+        out["full"].append((time.perf_counter() - t0) * 1e3 / inner)
     return out
 
 
@@ -65,7 +84,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     cfg = SasPConfig()
     sizes = QUICK_SIZES if args.quick else SIZES
-    reps = 20 if args.quick else 100  # the fast path: many short runs, so that a burst of load on a
+    reps = 10 if args.quick else 50  # the fast path: many short samples, so that a burst of load on a
     # shared machine moves the median little (the reference runs 1-5 times, up to seconds each)
     info = machine()
     print(f"sasp {sasp.__version__} | {info['machine']} | torch {info['torch']} | {info['date']}")
@@ -87,8 +106,8 @@ def main(argv=None) -> int:
             for p, t in samples(ref_step, ref_sim, [hw], cfg, 1).items():
                 ref_t[p] += t
             for m in BATCHES:
-                samples(sasp_step, sims[m], [hw] * m, cfg, 5)  # warm-up
-                for p, t in samples(sasp_step, sims[m], [hw] * m, cfg, max(1, reps // ref_reps)).items():
+                samples(sasp_step, sims[m], [hw] * m, cfg, 5, INNER)  # warm-up
+                for p, t in samples(sasp_step, sims[m], [hw] * m, cfg, max(1, reps // ref_reps), INNER).items():
                     fast_t[m][p] += t
         ref = {p: summary_of(t) for p, t in ref_t.items()}
         ref_mem = allocated_bytes(lambda: ref_step(ref_sim, [hw], cfg).sum().backward())

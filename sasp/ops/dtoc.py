@@ -203,7 +203,7 @@ class _Windows(torch.autograd.Function):
         span[span == 0] = np.inf  # a constant row: s = 0, and no gradient
         s = x - lo
         s /= span
-        logits = np.einsum("imp,jmp->ijp", np.einsum("ilp,lmp->imp", ay, s.ravel()[patch]), ax)  # [R, R, P]
+        logits = np.einsum("imp,jmp->ijp", np.einsum("ilp,lmp->imp", ay, s.take(patch)), ax)  # [R, R, P]
         logits += bias
         p = np.exp(logits, out=logits).reshape(-1, logits.shape[-1])
         p /= p.sum(0)
