@@ -281,7 +281,6 @@ def locate_seg_tokens(
         patch_start (Tensor): [B] hidden-state position of each row's first patch (-1: none).
     """
     tok = tokens.detach()
-    b = tok.shape[0]
     is_img = tok == image_id
     count = is_img.sum(1).cpu()
     first = is_img.to(torch.int8).argmax(1).cpu()

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import allocated_bytes, machine, timeit, write_csv  # noqa: E402
+from _common import machine, timeit, write_csv  # noqa: E402
 
 import sasp  # noqa: E402
 from sasp import SasPConfig  # noqa: E402

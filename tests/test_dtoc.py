@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from core_cases import CASES, ulps32
-from sasp import DtoC, READ_7B, SasP, SasPConfig, dtoc, dtoc_ref, select_points, similarity_as_points
+from sasp import DtoC, READ_7B, SasP, dtoc, dtoc_ref, select_points, similarity_as_points
 
 
 def _weights(shape):

@@ -9,7 +9,8 @@ silently. ``SASP_BACKEND=triton`` on CPU tensors runs Triton's interpreter, and 
 
 The torch path (``sasp.ops.select``, ``sasp.ops.dtoc``) down-samples the map with torch on the
 tensor's device and does the rest on the host, vectorised numpy over all <SEG>s, with one
-autograd node whose backward is written out. For a CUDA tensor the down-sampled grid and sim
+autograd node whose backward is written out; DtoC's windows sit on the selection grid's lines,
+computed once per distinct image size. For a CUDA tensor the down-sampled grid and sim
 come to the host and the points, labels and refined points go back (the gradient likewise).
 """
 from __future__ import annotations

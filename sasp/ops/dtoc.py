@@ -11,6 +11,10 @@ under the weights exp(-((gx - x)^2 + (gy - y)^2)) * p.
   most 4 non-zeros). A window's rows reach only L consecutive grid rows (L is about 3 when
   the image is larger than the token grid), so each window costs O(r^2 L) and O(r L + L^2)
   memory, independent of H and W.
+- A window depends only on its centre along one axis and on its image's geometry, so windows
+  are computed once and shared: ``dtoc`` de-duplicates the points' (image size, axis, centre);
+  ``similarity_as_points`` computes one window per line of the selection grid (its points lie
+  on those rows and columns) and distinct image size.
 - Window bound: the square window of radius r keeps every pixel with Chebyshev distance <= r.
   A pixel outside has Euclidean distance d >= r + 1, Gaussian weight <= exp(-(r+1)^2), and
   since S lies in [0, 1] its softmax weight is at most e times that of the centre pixel (which

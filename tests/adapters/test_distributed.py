@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from adapter_cases import CASES, CFG, build, train_batch
+from adapter_cases import CFG, build, train_batch
 from ddp_worker import mask_loss, run
 from sasp.adapters import wrap
 
