@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core_cases import CASES
-from sasp import READ_7B, READ_13B, SasPConfig, select_points, select_points_ref
+from sasp import READ_7B, READ_13B, SasPConfig, select_points, select_points_ref, similarity_as_points
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -163,3 +163,17 @@ def test_grid_cropped_away_raises_naming_the_row():
 def test_absurd_image_size_raises(hw):
     with pytest.raises(ValueError, match="image_hw"):
         select_points(torch.randn(1, 576), hw)
+
+
+@pytest.mark.parametrize("cfg", [READ_13B, READ_7B], ids=["13b", "7b"])
+def test_signed_zero_at_the_minimum(cfg):
+    """x - min is -0.0 for a -0.0 beside a +0.0 minimum: it is a negative of value 0, ordered
+    with the +0.0 by flat index (its float32 bits alone would rank it first, as a positive)."""
+    sim = torch.randn(1, 576, generator=torch.Generator().manual_seed(3)).abs()
+    sim[0, [0, 1, 24, 25]] = 0.0
+    sim[0, [5, 6, 29, 30]] = -0.0  # a whole 2x2 block, so that the 7b down-sampled grid has -0.0 too
+    points, labels = select_points(sim, [(336, 336)], cfg)
+    ref_points, ref_labels = select_points_ref(sim, [(336, 336)], cfg)
+    assert torch.equal(points, ref_points) and torch.equal(labels, ref_labels)
+    _, labels2, discrete = similarity_as_points(sim, [(336, 336)], cfg)
+    assert torch.equal(discrete, ref_points) and torch.equal(labels2, ref_labels)

@@ -152,6 +152,16 @@ def test_matches_references_core_cases(kernel, case):
 
 
 @needs_triton
+def test_signed_zero_at_the_minimum(kernel):
+    """A -0.0 beside a +0.0 minimum normalises to -0.0: a negative of value 0 (its raw float32
+    bits would make a corrupt key)."""
+    sim = torch.randn(1, 576, generator=torch.Generator().manual_seed(3), dtype=torch.float64).abs()
+    sim[0, [0, 1, 24, 25]] = 0.0
+    sim[0, [5, 6, 29, 30]] = -0.0
+    _check(kernel, sim, [(336, 336)], READ_13B)
+
+
+@needs_triton
 @pytest.mark.skipif(CUDA, reason="on CUDA every test above takes the sort path")
 def test_sort_path_at_gpu_block_sizes(kernel, monkeypatch):
     """The GPU's selection (one tl.sort of 256 keys for READ-7B's 12 x 12 grid, 1024 for

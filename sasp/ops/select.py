@@ -129,7 +129,7 @@ def _select_host(sim: Tensor, hw: np.ndarray, pad: np.ndarray, cfg: SasPConfig, 
     span[span == 0] = np.nan  # a constant row normalises to NaN: all its cells are neutral
     g -= lo  # in place: g is the fresh output of the resize
     g /= span
-    bits = g.view(np.int32).astype(np.int64)
+    bits = (g.view(np.int32) & 0x7FFFFFFF).astype(np.int64)  # -0.0 (a -0 at a +0 minimum) orders as +0.0
     key = np.where(g >= np.float32(cfg.t_pos), _POS - bits, np.where(g <= np.float32(cfg.t_neg), _NEG + bits, _NEU))
     gsize = dist[2] + 2 * pad  # the padded (or cropped) grid
     cropped = pad.min() < 0

@@ -134,7 +134,7 @@ def _cell_keys(g, f, cell, dh, dw, spad_h, spad_w, gmin, gspan, t_pos, t_neg):
     pos = valid & live & (g >= t_pos)
     neg = valid & live & (g >= 0.0) & (g <= t_neg)
     cat = tl.where(pos, 0, tl.where(neg, 1, tl.where(valid, 2, 3)))
-    bits = g.to(tl.int32, bitcast=True)
+    bits = g.to(tl.int32, bitcast=True) & 0x7FFFFFFF  # -0.0 (a -0 at a +0 minimum) orders as +0.0
     fkey = tl.where(pos, 0x7FFFFFFF - bits, tl.where(neg, bits, 0))
     key = (cat.to(tl.int64) << 51) | (fkey.to(tl.int64) << 20) | f.to(tl.int64)
     return key, cat
