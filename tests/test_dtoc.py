@@ -1,4 +1,6 @@
 """dtoc (windowed, autograd) against dtoc_ref (literal, full H x W maps) in float64."""
+import warnings
+
 import pytest
 import torch
 
@@ -64,13 +66,42 @@ def test_points_stay_inside_and_constant_map_is_defined():
     assert torch.isfinite(sim.grad).all()
 
 
-def test_non_finite_raises_naming_row():
+@pytest.mark.parametrize("bad", [[float("nan")], [float("inf")], [float("inf"), float("-inf")]], ids=["nan", "inf", "both"])
+def test_non_finite_raises_naming_row(bad):
     sim = torch.randn(3, 576)
-    sim[1, 0] = float("nan")
-    with pytest.raises(ValueError, match="row 1"):
-        dtoc(sim, [(10, 10)] * 3, torch.zeros(3, 30, 2, dtype=torch.long))
-    with pytest.raises(ValueError, match="row 1"):
-        SasP()(sim, [(10, 10)] * 3)
+    sim[1, : len(bad)] = torch.tensor(bad)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no numpy RuntimeWarning on the way
+        with pytest.raises(ValueError, match="row 1"):
+            dtoc(sim, [(10, 10)] * 3, torch.zeros(3, 30, 2, dtype=torch.long))
+        with pytest.raises(ValueError, match="row 1"):
+            SasP()(sim, [(10, 10)] * 3)
+
+
+def test_range_beyond_float32_stays_finite():
+    """max - min of a finite float32 row can overflow float32 (values near +-3.4e38): DtoC
+    normalises such rows in float64 instead of dividing inf by inf."""
+    sim = torch.randn(2, 576, dtype=torch.float64)
+    sim[0, 3], sim[0, 9] = 3e38, -3e38
+    sim32 = sim.float().requires_grad_()
+    refined, labels, discrete = similarity_as_points(sim32, [(100, 120)] * 2)
+    ref = dtoc_ref(sim, [(100, 120)] * 2, discrete)
+    assert (refined.double() - ref).abs().max() <= 1e-4
+    refined.sum().backward()
+    assert torch.isfinite(sim32.grad).all()
+    assert torch.equal(dtoc(sim32, [(100, 120)] * 2, discrete), refined)
+
+
+def test_dtoc_under_torch_compile():
+    sim = torch.randn(2, 576, requires_grad=True)
+    hw = [(480, 640), (50, 60)]
+    points, _ = select_points(sim.detach(), hw)
+    eager = dtoc(sim, hw, points)
+    compiled = torch.compile(lambda s: dtoc(s, hw, points), backend="aot_eager")(sim)
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-6)
+    (g_eager,) = torch.autograd.grad(eager.sum(), sim)
+    (g_compiled,) = torch.autograd.grad(compiled.sum(), sim)
+    torch.testing.assert_close(g_compiled, g_eager, rtol=1e-6, atol=1e-6)
 
 
 def test_low_precision_inputs_and_gradients():
@@ -172,6 +203,7 @@ def test_in_place_change_of_sim_before_backward_raises():
 def test_empty_keeps_float64():
     sim = torch.randn(0, 576, dtype=torch.float64)
     assert dtoc(sim, torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, 30, 2, dtype=torch.long)).dtype == torch.float64
+    assert similarity_as_points(sim, torch.zeros(0, 2, dtype=torch.long))[0].dtype == torch.float64
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

@@ -83,15 +83,16 @@ def _similarity_as_points(sim: Tensor, hw: np.ndarray, cfg: SasPConfig, grid: Tu
     """The torch path on validated inputs (hw: host int64 [M, 2]; grid: (rows, cols)): one
     host copy of sim, the selection, then DtoC with its windows on the selection's lines."""
     m, dev = sim.shape[0], sim.device
-    x = host_sim(sim, cfg.check_finite)
+    host = host_sim(sim, cfg.check_finite)
     sel = selection_shape(grid, cfg.down_sample)
     pad = host_padding(hw, _grids(sel, crop_shape(grid, cfg.crop_size)), cfg.geometry)  # [M, 2 grids, 2]
     points, labels, lines, centres = _select_host(sim, hw, pad[:, 0], cfg, grid)
     discrete, labels = torch.from_numpy(points).to(dev), torch.from_numpy(labels).to(dev)
     if m == 0:
-        return discrete.float() + 0 * sim.float().sum(), labels, discrete
+        dt = torch.float64 if sim.dtype == torch.float64 else torch.float32
+        return discrete.to(dt) + 0 * sim.to(dt).sum(), labels, discrete
     windows = _line_windows(hw, lines, centres, _lines(*sel)[0])
-    return _dtoc(sim, x, hw, pad[:, 1], points, windows, cfg, grid), labels, discrete
+    return _dtoc(sim, host, hw, pad[:, 1], points, windows, cfg, grid), labels, discrete
 
 
 @functools.lru_cache(maxsize=64)

@@ -20,9 +20,10 @@ under the weights exp(-((gx - x)^2 + (gy - y)^2)) * p.
   since S lies in [0, 1] its softmax weight is at most e times that of the centre pixel (which
   has Gaussian weight 1). The 8k pixels of ring k move the mean by at most k + r each, so the
   window changes a refined coordinate by at most  e * sum_{k>r} 8k (k + r) exp(-k^2),
-  = 1.4e-8 px for the default r = 4 (7e-5 px for r = 3). The gradient's error has the same
-  absolute bound (about 1e-11 for r = 4); relative to a gradient that is itself tiny (a point
-  on a flat stretch of S) it can be larger.
+  = 1.4e-8 px for the default r = 4 (7e-5 px for r = 3). The gradient with respect to S has an
+  error of the same order (about 1e-11 for r = 4); with respect to sim it is scaled by
+  1 / (max - min) of the row (the min-max normalisation) and adds up over the points, so
+  relative to a gradient that is itself tiny (points on a flat stretch of S) it can be large.
 Gradients reach ``sim`` through S and its min-max normalisation; the integer points carry none.
 """
 from __future__ import annotations
@@ -167,19 +168,20 @@ def _point_windows(hw: np.ndarray, points: np.ndarray):
     return uniq % span, first // (2 * points.shape[1]), first % 2, iy, ix
 
 
-def host_sim(sim: Tensor, check_finite: bool) -> np.ndarray:
-    """sim [M, N] on the host as a numpy array, float32 (float64 for a float64 sim), without a
-    copy where it already is one; a NaN or Inf raises a ValueError naming the row."""
+def host_sim(sim: Tensor, check_finite: bool) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """sim [M, N] on the host as a numpy array x, float32 (float64 for a float64 sim), without a
+    copy where it already is one, and its row minima and maxima [M, 1]; a NaN or Inf raises a
+    ValueError naming the row."""
     x = sim.detach()
     want = torch.float64 if x.dtype == torch.float64 else torch.float32
     if x.dtype != want or x.device.type != "cpu":
         x = x.to("cpu", want)
     x = x.numpy()
-    # a NaN or Inf anywhere makes the sum NaN or Inf; summing float32 in float64 cannot overflow
-    if check_finite and x.size and not (math.isfinite(x.sum(dtype=np.float64)) if x.itemsize < 8 else np.isfinite(x).all()):
+    lo, hi = x.min(1, keepdims=True), x.max(1, keepdims=True)  # a NaN propagates, an Inf is an extreme
+    if check_finite and x.size and not math.isfinite(float(lo.min()) + float(hi.max())):
         row = int((~np.isfinite(x).all(1)).argmax())
         raise ValueError(f"similarity of <SEG> row {row} contains NaN or Inf")
-    return x
+    return x, lo, hi
 
 
 class _Windows(torch.autograd.Function):
@@ -200,13 +202,16 @@ class _Windows(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, sim, x, points, tables, offsets):
+    def forward(ctx, sim, host, points, tables, offsets):
+        x, lo, hi = host  # sim on the host [M, N], its row minima and maxima [M, 1]
         ay, ax, bias, patch = tables
-        lo, hi = x.min(1, keepdims=True), x.max(1, keepdims=True)
         span = hi - lo
+        if math.isinf(span.max()):  # a range beyond float32's (values near +-3.4e38): normalise in float64
+            lo, span = lo.astype(np.float64), hi.astype(np.float64) - lo
         span[span == 0] = np.inf  # a constant row: s = 0, and no gradient
         s = x - lo
         s /= span
+        s = s.astype(x.dtype, copy=False)
         logits = np.einsum("imp,jmp->ijp", np.einsum("ilp,lmp->imp", ay, s.take(patch)), ax)  # [R, R, P]
         logits += bias
         p = np.exp(logits, out=logits).reshape(-1, logits.shape[-1])
@@ -277,29 +282,30 @@ def dtoc(
         return torch.zeros(points.shape, dtype=dt, device=dev) + 0 * sim.to(dt).sum()
     if points.is_floating_point() and not torch.equal(points, points.round()):
         raise ValueError("points must be whole pixel coordinates (DtoC refines integer points)")
+    return _dtoc_points(sim, hw, points, cfg, grid)
+
+
+@eager  # host-side: torch.compile runs it eagerly
+def _dtoc_points(sim: Tensor, hw: np.ndarray, points: Tensor, cfg: SasPConfig, grid: Tuple[int, int]) -> Tensor:
+    """``dtoc`` on validated inputs (hw: host int64 [M, 2]; points [M, K, 2] whole; grid:
+    (rows, cols)): the points must lie inside their images."""
     pts = points.detach().to("cpu", torch.int64).numpy()
     outside = ((pts < 0) | (pts >= hw[:, None, ::-1])).any(-1)
     if outside.any():
         r, i = np.argwhere(outside)[0]
         raise ValueError(f"point {i} of <SEG> row {r}, {tuple(pts[r, i].tolist())}, lies outside its {hw[r, 0]}x{hw[r, 1]} image")
-    return _dtoc_points(sim, hw, pts, cfg, grid)
-
-
-@eager  # host-side: torch.compile runs it eagerly
-def _dtoc_points(sim: Tensor, hw: np.ndarray, points: np.ndarray, cfg: SasPConfig, grid: Tuple[int, int]) -> Tensor:
-    """``dtoc`` on validated inputs (hw: host int64 [M, 2]; points: host int64 [M, K, 2] inside
-    the images; grid: (rows, cols))."""
-    x = host_sim(sim, cfg.check_finite)
+    host = host_sim(sim, cfg.check_finite)
     pad = host_padding(hw, crop_shape(grid, cfg.crop_size), cfg.geometry)
-    return _dtoc(sim, x, hw, pad, points, _point_windows(hw, points), cfg, grid)
+    return _dtoc(sim, host, hw, pad, pts, _point_windows(hw, pts), cfg, grid)
 
 
-def _dtoc(sim: Tensor, x: np.ndarray, hw: np.ndarray, pad: np.ndarray, points: np.ndarray, windows, cfg: SasPConfig, grid: Tuple[int, int]) -> Tensor:
-    """DtoC on validated inputs, as one autograd node: sim and its host copy x [M, N]; hw and
+def _dtoc(sim: Tensor, host, hw: np.ndarray, pad: np.ndarray, points: np.ndarray, windows, cfg: SasPConfig, grid: Tuple[int, int]) -> Tensor:
+    """DtoC on validated inputs, as one autograd node: sim and ``host_sim(sim)``; hw and
     the crop's padding [M, 2] (host int64); integer points [M, K, 2] inside the images; their
     windows (centre, row, axis [U]; row and column window of each point [P])."""
-    tables = _window_tables(*windows, hw, pad, cfg, grid, x.dtype.type)
-    return _Windows.apply(sim, x, points.astype(x.dtype), tables, _offsets(cfg.dtoc_radius, x.dtype.type))
+    dt = host[0].dtype
+    tables = _window_tables(*windows, hw, pad, cfg, grid, dt.type)
+    return _Windows.apply(sim, host, points.astype(dt), tables, _offsets(cfg.dtoc_radius, dt.type))
 
 
 def dtoc_ref(
