@@ -237,3 +237,16 @@ def test_sasp_batch_equals_rows(cfg):
         assert torch.equal(one_labels, labels[i : i + 1]) and torch.equal(one_discrete, discrete[i : i + 1])
         torch.testing.assert_close(refined[i : i + 1], one, rtol=0, atol=0)
         torch.testing.assert_close(grad[i : i + 1], g, rtol=0, atol=0)
+
+
+def test_second_derivatives_raise():
+    """The backward is written out: create_graph=True gives the first derivative, and
+    differentiating it again raises instead of silently giving zero."""
+    sim = torch.randn(1, 576, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(1, 30, 2, dtype=torch.float64, requires_grad=True)  # so that the incoming gradient has a graph
+    refined, _ = SasP()(sim, [(100, 120)])
+    (g,) = torch.autograd.grad((refined * w).sum(), sim, create_graph=True)
+    (g_plain,) = torch.autograd.grad((SasP()(sim, [(100, 120)])[0] * w).sum(), sim)
+    assert torch.equal(g.detach(), g_plain)
+    with pytest.raises(RuntimeError, match="twice"):
+        g.sum().backward()

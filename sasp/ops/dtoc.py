@@ -224,21 +224,30 @@ class _Windows(torch.autograd.Function):
         return out if sim.device.type == "cpu" else out.to(sim.device)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        ctx.saved_tensors  # raises if sim was modified in place since the forward
-        at_lo, at_hi, s, span, ay, ax, patch, offsets, p, shift = ctx.host
-        g = grad.cpu().numpy().reshape(-1, 2).astype(s.dtype, copy=False)  # [P, 2]
-        g_logits = (p * (offsets @ g.T - (shift * g).sum(1))).reshape(ay.shape[0], ax.shape[0], -1)
-        g_patch = np.einsum("ilp,imp->lmp", ay, np.einsum("ijp,jmp->imp", g_logits, ax))
-        g_s = np.bincount(patch.ravel(), g_patch.ravel(), s.size).reshape(s.shape) / span
-        g_hi = (g_s * s).sum(1, keepdims=True)
-        g_lo = g_hi - g_s.sum(1, keepdims=True)  # sum g_s * (s - 1)
-        g_x = g_s + at_lo * (g_lo / at_lo.sum(1, keepdims=True)) - at_hi * (g_hi / at_hi.sum(1, keepdims=True))
-        out = torch.from_numpy(g_x.astype(s.dtype))
-        if ctx.sim_device.type != "cpu" or ctx.sim_dtype != out.dtype:
-            out = out.to(ctx.sim_device, ctx.sim_dtype)
-        return out, None, None, None, None
+        # written out in numpy: with create_graph=True, once_differentiable makes differentiating
+        # the gradient again raise (instead of giving zero); otherwise its wrapper is overhead
+        return (_windows_backward_once if torch.is_grad_enabled() else _windows_backward)(ctx, grad)
+
+
+def _windows_backward(ctx, grad):
+    """``_Windows.backward`` (see the class docstring)."""
+    ctx.saved_tensors  # raises if sim was modified in place since the forward
+    at_lo, at_hi, s, span, ay, ax, patch, offsets, p, shift = ctx.host
+    g = grad.cpu().numpy().reshape(-1, 2).astype(s.dtype, copy=False)  # [P, 2]
+    g_logits = (p * (offsets @ g.T - (shift * g).sum(1))).reshape(ay.shape[0], ax.shape[0], -1)
+    g_patch = np.einsum("ilp,imp->lmp", ay, np.einsum("ijp,jmp->imp", g_logits, ax))
+    g_s = np.bincount(patch.ravel(), g_patch.ravel(), s.size).reshape(s.shape) / span
+    g_hi = (g_s * s).sum(1, keepdims=True)
+    g_lo = g_hi - g_s.sum(1, keepdims=True)  # sum g_s * (s - 1)
+    g_x = g_s + at_lo * (g_lo / at_lo.sum(1, keepdims=True)) - at_hi * (g_hi / at_hi.sum(1, keepdims=True))
+    out = torch.from_numpy(g_x.astype(s.dtype))
+    if ctx.sim_device.type != "cpu" or ctx.sim_dtype != out.dtype:
+        out = out.to(ctx.sim_device, ctx.sim_dtype)
+    return out, None, None, None, None
+
+
+_windows_backward_once = torch.autograd.function.once_differentiable(_windows_backward)
 
 
 @functools.lru_cache(maxsize=16)
