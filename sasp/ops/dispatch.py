@@ -26,7 +26,7 @@ from torch import Tensor
 from ..config import SasPConfig
 from ..geometry import ImageSizes, grid_shape, host_padding, host_sizes
 from ._common import check_sim, eager
-from .dtoc import _dtoc, _unique, crop_shape, host_sim
+from .dtoc import _dtoc, crop_shape, host_sim
 from .select import _lines, _select_host, selection_shape
 
 BACKENDS = ("auto", "torch", "triton")
@@ -97,6 +97,7 @@ def _similarity_as_points(sim: Tensor, hw: np.ndarray, cfg: SasPConfig, grid: Tu
 
 @functools.lru_cache(maxsize=64)
 def _grids(*grids: Tuple[int, int]) -> np.ndarray:
+    """The grids as one array [G, 2] for ``host_padding`` (cached: built once per config)."""
     return np.array(grids)
 
 
@@ -107,9 +108,6 @@ def _line_windows(hw: np.ndarray, lines: np.ndarray, centres: np.ndarray, axis: 
     m, d = centres.shape
     if m == 1:
         return centres[0], np.zeros(d, np.int64), axis, lines[0, :, 1], lines[0, :, 0]
-    if int(hw[:, 0].max()) < 2**62 // (int(hw[:, 1].max()) + 1):
-        _, first, inv = _unique(hw[:, 0] * (int(hw[:, 1].max()) + 1) + hw[:, 1])
-    else:  # sizes too large for one int64 code
-        _, first, inv = np.unique(hw, axis=0, return_index=True, return_inverse=True)
+    _, first, inv = np.unique(hw, axis=0, return_index=True, return_inverse=True)
     window = (inv.reshape(m, 1, 1) * d + lines).reshape(-1, 2)  # [P, 2]: column window, row window
     return centres[first].ravel(), np.repeat(first, d), np.tile(axis, len(first)), window[:, 1], window[:, 0]
