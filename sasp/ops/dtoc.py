@@ -142,18 +142,6 @@ def _window_tables(centre, row, axis, iy, ix, hw, pad, cfg: SasPConfig, grid: Tu
     return ops.take(iy, 2), ops.take(ix, 2), bias.take(iy, 1)[:, None] + bias.take(ix, 1), patch
 
 
-def _unique(key: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """np.unique(key, return_index=True, return_inverse=True) for a 1-D int64 array,
-    without its overhead: the distinct keys, one position of each, and the inverse."""
-    order = key.argsort()
-    sorted_key = key[order]
-    new = np.empty(len(key), bool)
-    new[0], new[1:] = True, sorted_key[1:] != sorted_key[:-1]
-    inv = np.empty(len(key), np.int64)
-    inv[order] = np.cumsum(new) - 1
-    return sorted_key[new], order[new], inv
-
-
 def _point_windows(hw: np.ndarray, points: np.ndarray):
     """The distinct windows of integer points [M, K, 2] (x, y): one per (image size, axis,
     centre), so that equal sizes share their windows. Returns the windows' centres, image
@@ -163,7 +151,7 @@ def _point_windows(hw: np.ndarray, points: np.ndarray):
         raise ValueError(f"image side {span - 1} px exceeds DtoC's limit of 1.6M px")
     code = hw @ np.array([2 * span, 2])  # (H * span + W) * 2, then + axis (0: rows, 1: columns)
     key = (code[:, None, None] + np.arange(2)) * span + points[..., ::-1]  # [M, K, 2]: y then x
-    uniq, first, inv = _unique(key.ravel())
+    uniq, first, inv = np.unique(key.ravel(), return_index=True, return_inverse=True)
     iy, ix = inv.reshape(-1, 2).T
     return uniq % span, first // (2 * points.shape[1]), first % 2, iy, ix
 
