@@ -1,0 +1,1 @@
+"""Models that sasp owns. ``sasp.models.seg_llava``: LISA's architecture on current libraries."""
