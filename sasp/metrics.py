@@ -1,20 +1,29 @@
-"""Referring / reasoning segmentation metrics: gIoU, cIoU and false-premise "see" accuracy.
+"""Referring / reasoning segmentation metrics: gIoU, cIoU, N-acc / T-acc and "see" accuracy.
 
-The definitions are those of LISA's ``validate`` (train_ds.py) and SESAME's ``run_eval``
-(eval_sesame.py), both built on ``intersectionAndUnionGPU(pred, target, 2, ignore_index=255)``:
+Every definition matches a public evaluation script, named where it is implemented:
 
-- Per mask: pixels where the target equals ``ignore_index`` count in neither the intersection
-  nor the union. I = |pred AND target|, U = |pred OR target| over the remaining pixels.
-- gIoU: the mean over all masks of I / (U + 1e-5), where a mask with U = 0 (an empty
-  prediction on an empty target) scores 1.0 (LISA: ``acc_iou[union_i == 0] += 1.0``).
-- cIoU: (sum of I over the dataset) / (sum of U over the dataset + 1e-10).
-- see accuracy (SESAME): the fraction of queries whose predicted "object present" flag
-  equals the ground truth's (``gt_exists == pred_exists``).
+- Per mask (LISA ``utils/utils.py::intersectionAndUnionGPU(pred, target, 2, ignore_index=255)``):
+  pixels where the target equals ``ignore_index`` count in neither the intersection nor the
+  union. I = |pred AND target|, U = |pred OR target| over the remaining pixels.
+- gIoU (LISA ``train_ds.py::validate``): the per-mask terms I / (U + 1e-5), where a mask with
+  U = 0 (an empty prediction on an empty target) scores 1.0 (``acc_iou[union_i == 0] += 1.0``),
+  summed and divided by (count + 1e-5): LISA's ``AverageMeter.all_reduce`` sets
+  ``avg = sum / (count + 1e-5)``, and ``validate`` reports that ``avg``.
+- cIoU (same function): (sum of I) / (sum of U + 1e-10).
+- gRefCOCO (GSVA ``solver.py::eval_gres``): a sample whose target is empty scores 1 in gIoU
+  when the model rejects it (no [SEG]) and 0 otherwise, whatever its mask; it adds nothing
+  to cIoU's intersection, and its predicted area to cIoU's union only when the model did not
+  reject it. Samples with a target score I / (U + 1e-8). N-acc = rejected / no-target
+  samples, T-acc = not rejected / has-target samples. See ``sample_scores(protocol="gsva")``
+  and ``nt_accuracy``.
+- see accuracy (SESAME ``eval_sesame.py::run_eval``): the fraction of queries whose predicted
+  "object present" flag equals the ground truth's; SESAME's flag is "the answer has a [SEG]
+  and its mask is not empty" (``model/SESAME.py::evaluate``), see ``sesame_exists``.
 
-The epsilons are LISA's, so numbers agree with its logs to float precision; pass ``eps=0``
-for the exact ratios. Predictions must already be binary: LISA thresholds logits at 0
-(``pred_masks > 0``), other pipelines threshold sigmoid outputs at 0.5, so this module does
-not guess.
+The epsilons are theirs, so numbers agree with their logs to float precision; pass
+``eps=0, count_eps=0`` for the exact ratios. Predictions must already be binary: LISA
+thresholds logits at 0 (``pred_masks > 0``), other pipelines threshold sigmoid outputs at 0.5,
+so this module does not guess.
 
 Example:
     >>> m = SegMetrics()
@@ -34,7 +43,15 @@ ArrayLike = Union[Tensor, np.ndarray]
 
 IGNORE_INDEX = 255
 GIOU_EPS = 1e-5
+"""LISA's per-mask epsilon: I / (U + 1e-5)."""
 CIOU_EPS = 1e-10
+"""LISA's, GSVA's and SESAME's cIoU epsilon: sum(I) / (sum(U) + 1e-10)."""
+COUNT_EPS = 1e-5
+"""LISA's and GSVA's ``AverageMeter.all_reduce``: gIoU = sum / (count + 1e-5)."""
+GSVA_GIOU_EPS = 1e-8
+"""GSVA's ``eval_gres`` per-mask epsilon for samples with a target: I / (U + 1e-8)."""
+PROTOCOLS = ("lisa", "gsva")
+"""How ``sample_scores`` treats empty targets: LISA's ``validate`` or GSVA's ``eval_gres``."""
 
 
 def _as_masks(x: ArrayLike, name: str) -> Tensor:
@@ -88,12 +105,18 @@ def mask_iou(inter: ArrayLike, union: ArrayLike, eps: float = GIOU_EPS) -> Tenso
     return torch.where(u == 0, torch.ones_like(u), i / (u + eps))
 
 
-def giou(pred: ArrayLike, target: ArrayLike, ignore_index: Optional[int] = IGNORE_INDEX, eps: float = GIOU_EPS) -> float:
-    """gIoU of one batch of masks [N, H, W]: the mean of the per-mask IoUs."""
+def giou(
+    pred: ArrayLike,
+    target: ArrayLike,
+    ignore_index: Optional[int] = IGNORE_INDEX,
+    eps: float = GIOU_EPS,
+    count_eps: float = COUNT_EPS,
+) -> float:
+    """gIoU of one batch of masks [N, H, W]: sum of the per-mask IoUs / (N + count_eps)."""
     inter, union = intersection_union(pred, target, ignore_index)
     if inter.numel() == 0:
         raise ValueError("gIoU of zero masks is undefined")
-    return float(mask_iou(inter, union, eps).mean())
+    return float(mask_iou(inter, union, eps).sum() / (inter.numel() + count_eps))
 
 
 def ciou(pred: ArrayLike, target: ArrayLike, ignore_index: Optional[int] = IGNORE_INDEX, eps: float = CIOU_EPS) -> float:
@@ -121,10 +144,17 @@ class SegMetrics:
     existence flags were given).
     """
 
-    def __init__(self, ignore_index: Optional[int] = IGNORE_INDEX, giou_eps: float = GIOU_EPS, ciou_eps: float = CIOU_EPS):
+    def __init__(
+        self,
+        ignore_index: Optional[int] = IGNORE_INDEX,
+        giou_eps: float = GIOU_EPS,
+        ciou_eps: float = CIOU_EPS,
+        count_eps: float = COUNT_EPS,
+    ):
         self.ignore_index = ignore_index
         self.giou_eps = giou_eps
         self.ciou_eps = ciou_eps
+        self.count_eps = count_eps
         self.reset()
 
     def reset(self) -> None:
@@ -163,7 +193,7 @@ class SegMetrics:
 
     def compute(self) -> Dict[str, Optional[float]]:
         return {
-            "giou": self._iou_sum / self._num_masks if self._num_masks else None,
+            "giou": self._iou_sum / (self._num_masks + self.count_eps) if self._num_masks else None,
             "ciou": self._inter / (self._union + self.ciou_eps) if self._num_masks else None,
             "see_acc": self._see_correct / self._num_queries if self._num_queries else None,
             "num_masks": self._num_masks,
@@ -171,12 +201,113 @@ class SegMetrics:
         }
 
 
+# --------------------------------------------------------------------------- per-sample rows
+
+
+def _flags(x: Iterable[bool], name: str, n: int) -> np.ndarray:
+    a = np.asarray(list(x) if not isinstance(x, np.ndarray) else x, dtype=bool).reshape(-1)
+    if a.size != n:
+        raise ValueError(f"{name} has {a.size} entries, expected {n}")
+    return a
+
+
+def sample_scores(
+    inter: Sequence[int],
+    union: Sequence[int],
+    target_empty: Sequence[bool],
+    pred_has_object: Sequence[bool],
+    protocol: str = "lisa",
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-sample gIoU terms and cIoU contributions of a protocol.
+
+    Args:
+        inter, union: [N] per-sample intersection and union (``intersection_union``).
+        target_empty: [N] the target has no pixel other than 0 (GSVA: ``gt.sum() < 1``).
+        pred_has_object: [N] the answer has a [SEG] (False: the model rejected the query).
+        protocol: "lisa" (LISA ``train_ds.py::validate``): term I / (U + 1e-5), 1.0 where
+            U == 0; cIoU adds I and U of every sample. "gsva" (GSVA ``solver.py::eval_gres``
+            on gRefCOCO): an empty target scores 1.0 when rejected and 0.0 otherwise and adds
+            (0, U) to cIoU when not rejected, (0, 0) when rejected; a sample with a target
+            scores I / (U + 1e-8) and adds (I, U), whether rejected or not.
+
+    Returns:
+        (score, c_inter, c_union): float64 [N] each; ``giou_from_scores(score)`` and
+        ``ciou_from_counts(c_inter, c_union)`` finish the metrics.
+    """
+    i = np.asarray(inter, dtype=np.float64).reshape(-1)
+    u = np.asarray(union, dtype=np.float64).reshape(-1)
+    if i.shape != u.shape:
+        raise ValueError(f"inter has {i.size} entries, union {u.size}")
+    if np.any(i < 0) or np.any(i > u):
+        raise ValueError("intersections must satisfy 0 <= inter <= union")
+    empty = _flags(target_empty, "target_empty", i.size)
+    has_obj = _flags(pred_has_object, "pred_has_object", i.size)
+    if protocol == "lisa":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            score = np.where(u == 0, 1.0, i / (u + GIOU_EPS))
+        return score, i, u
+    if protocol == "gsva":
+        score = np.where(empty, np.where(has_obj, 0.0, 1.0), i / (u + GSVA_GIOU_EPS))
+        c_inter = np.where(empty, 0.0, i)
+        c_union = np.where(empty & ~has_obj, 0.0, u)
+        return score, c_inter, c_union
+    raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+
+
+def giou_from_scores(score: Sequence[float], count_eps: float = COUNT_EPS) -> float:
+    """gIoU from per-sample terms [N]: sum / (N + count_eps), LISA's ``AverageMeter.all_reduce``."""
+    s = np.asarray(score, dtype=np.float64).reshape(-1)
+    if s.size == 0:
+        raise ValueError("gIoU of zero samples is undefined")
+    return float(s.sum() / (s.size + count_eps))
+
+
+def ciou_from_counts(c_inter: Sequence[float], c_union: Sequence[float], eps: float = CIOU_EPS) -> float:
+    """cIoU from per-sample contributions [N]: sum(c_inter) / (sum(c_union) + eps)."""
+    i = np.asarray(c_inter, dtype=np.float64).reshape(-1)
+    u = np.asarray(c_union, dtype=np.float64).reshape(-1)
+    if i.size == 0 or i.shape != u.shape:
+        raise ValueError(f"cIoU needs equally many intersections and unions, got {i.size} and {u.size}")
+    return float(i.sum() / (u.sum() + eps))
+
+
+def nt_accuracy(target_empty: Sequence[bool], pred_has_object: Sequence[bool]) -> Tuple[Optional[float], Optional[float]]:
+    """GSVA's N-acc and T-acc (``solver.py::eval_gres``).
+
+    N-acc = rejected no-target samples / no-target samples (TP / (TP + FN) of "no target"),
+    T-acc = accepted has-target samples / has-target samples (TN / (TN + FP)). A sample is
+    "no-target" when its target mask is empty (GSVA: ``gt.sum() < 1``), "rejected" when the
+    answer has no [SEG]. Each is None when its denominator is zero.
+    """
+    empty = np.asarray(target_empty, dtype=bool).reshape(-1)
+    has_obj = _flags(pred_has_object, "pred_has_object", empty.size)
+    n_no, n_yes = int(empty.sum()), int((~empty).sum())
+    n_acc = float((empty & ~has_obj).sum() / n_no) if n_no else None
+    t_acc = float((~empty & has_obj).sum() / n_yes) if n_yes else None
+    return n_acc, t_acc
+
+
+def sesame_exists(pred_has_object: Sequence[bool], pred_empty: Sequence[bool]) -> np.ndarray:
+    """SESAME's predicted "object present" flag [N]: the answer has a [SEG] and its mask is
+    not empty (``model/SESAME.py::evaluate`` sets it False when ``pred_mask.sum() == 0``)."""
+    has_obj = np.asarray(pred_has_object, dtype=bool).reshape(-1)
+    return has_obj & ~_flags(pred_empty, "pred_empty", has_obj.size)
+
+
 __all__ = [
+    "COUNT_EPS",
+    "GSVA_GIOU_EPS",
     "IGNORE_INDEX",
+    "PROTOCOLS",
     "SegMetrics",
     "ciou",
     "giou",
     "intersection_union",
     "mask_iou",
     "see_accuracy",
+    "sample_scores",
+    "giou_from_scores",
+    "ciou_from_counts",
+    "nt_accuracy",
+    "sesame_exists",
 ]

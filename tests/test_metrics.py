@@ -1,9 +1,22 @@
-"""sasp.metrics on hand-computed cases (LISA's gIoU / cIoU, SESAME's see accuracy)."""
+"""sasp.metrics on hand-computed cases (LISA's gIoU / cIoU, GSVA's gRefCOCO rules and N-acc /
+T-acc, SESAME's see accuracy)."""
 import numpy as np
 import pytest
 import torch
 
-from sasp.metrics import SegMetrics, ciou, giou, intersection_union, mask_iou, see_accuracy
+from sasp.metrics import (
+    SegMetrics,
+    ciou,
+    ciou_from_counts,
+    giou,
+    giou_from_scores,
+    intersection_union,
+    mask_iou,
+    nt_accuracy,
+    sample_scores,
+    see_accuracy,
+    sesame_exists,
+)
 
 
 def _mask(h, w, cells):
@@ -33,10 +46,11 @@ def test_intersection_union_hand_computed():
 def test_giou_mean_of_per_mask_iou_with_empty_on_empty_scoring_one():
     pred = torch.stack([PRED_A, PRED_B, EMPTY])
     gt = torch.stack([GT_A, GT_B, EMPTY])
-    # LISA: I / (U + 1e-5), and +1 where U == 0
-    expected = (4 / (12 + 1e-5) + 1 / (1 + 1e-5) + 1.0) / 3
-    assert giou(pred, gt) == pytest.approx(expected, abs=1e-12)
-    assert giou(pred, gt, eps=0) == pytest.approx((1 / 3 + 1 + 1) / 3, abs=1e-12)
+    # LISA: terms I / (U + 1e-5), and +1 where U == 0; the sum over (count + 1e-5)
+    expected = (4 / (12 + 1e-5) + 1 / (1 + 1e-5) + 1.0) / (3 + 1e-5)
+    assert giou(pred, gt) == pytest.approx(expected, abs=1e-15)
+    assert giou(pred, gt, eps=0, count_eps=0) == pytest.approx((1 / 3 + 1 + 1) / 3, abs=1e-15)
+    assert giou(pred, gt) != giou(pred, gt, count_eps=0)  # the count epsilon is applied
 
 
 def test_ciou_sums_before_dividing():
@@ -97,8 +111,83 @@ def test_accumulator_matches_dataset_definitions_across_image_sizes():
     out = m.compute()
     assert out["num_masks"] == 4 and out["num_queries"] == 4
     ious = [4 / (12 + 1e-5), 1 / (1 + 1e-5), 4 / (14 + 1e-5), 1.0]
-    assert out["giou"] == pytest.approx(sum(ious) / 4, abs=1e-12)
+    assert out["giou"] == pytest.approx(sum(ious) / (4 + 1e-5), abs=1e-15)
     assert out["ciou"] == pytest.approx((4 + 1 + 4) / (12 + 1 + 14), abs=1e-9)
     assert out["see_acc"] == 0.75
     m.reset()
     assert m.compute()["giou"] is None
+
+
+# Four per-sample rows for the protocol tests:
+#   s0: target 12 px, pred overlaps 4 of them and 8 more: I = 4, U = 16, answer has [SEG]
+#   s1: target 3 px, model rejected (no [SEG], empty mask): I = 0, U = 3
+#   s2: empty target, rejected, empty mask: I = 0, U = 0
+#   s3: empty target, answered [SEG] with a 5 px mask: I = 0, U = 5
+INTER = [4, 0, 0, 0]
+UNION = [16, 3, 0, 5]
+TARGET_EMPTY = [False, False, True, True]
+HAS_OBJECT = [True, False, False, True]
+
+
+def test_lisa_protocol_rows():
+    score, ci, cu = sample_scores(INTER, UNION, TARGET_EMPTY, HAS_OBJECT, "lisa")
+    # terms: 4/(16+1e-5), 0/(3+1e-5) = 0, U = 0 -> 1, 0/(5+1e-5) = 0
+    assert score.tolist() == pytest.approx([4 / (16 + 1e-5), 0.0, 1.0, 0.0], abs=1e-15)
+    assert giou_from_scores(score) == pytest.approx((4 / (16 + 1e-5) + 1.0) / (4 + 1e-5), abs=1e-15)
+    # cIoU: (4 + 0 + 0 + 0) / (16 + 3 + 0 + 5 + 1e-10) = 4 / 24
+    assert ciou_from_counts(ci, cu) == pytest.approx(4 / 24, abs=1e-12)
+    assert giou_from_scores(score, count_eps=0) == pytest.approx((0.25 + 1) / 4, abs=1e-5)
+
+
+def test_lisa_rows_agree_with_mask_functions():
+    pred = torch.stack([PRED_A, PRED_B, EMPTY])
+    gt = torch.stack([GT_A, GT_B, EMPTY])
+    inter, union = intersection_union(pred, gt)
+    score, ci, cu = sample_scores(inter, union, [False, False, True], [True, True, False], "lisa")
+    assert giou_from_scores(score) == giou(pred, gt)
+    assert ciou_from_counts(ci, cu) == ciou(pred, gt)
+
+
+def test_gsva_protocol_rows():
+    score, ci, cu = sample_scores(INTER, UNION, TARGET_EMPTY, HAS_OBJECT, "gsva")
+    # s0: 4/(16+1e-8); s1: has a target, scored on its (empty) mask: 0/(3+1e-8) = 0;
+    # s2: no target, rejected -> 1; s3: no target, not rejected -> 0
+    assert score.tolist() == pytest.approx([4 / (16 + 1e-8), 0.0, 1.0, 0.0], abs=1e-15)
+    # cIoU adds (4, 16), (0, 3), (0, 0) for the rejected no-target, (0, 5) for s3: 4 / 24
+    assert ci.tolist() == [4, 0, 0, 0] and cu.tolist() == [16, 3, 0, 5]
+    assert giou_from_scores(score) == pytest.approx((4 / (16 + 1e-8) + 1.0) / (4 + 1e-5), abs=1e-15)
+    # the difference to LISA: a rejected no-target sample keeps its mask out of cIoU
+    _, _, cu_mask = sample_scores([0], [7], [True], [False], "gsva")
+    assert cu_mask.tolist() == [0.0]
+    score_l, _, cu_l = sample_scores([0], [7], [True], [False], "lisa")
+    assert cu_l.tolist() == [7.0] and score_l.tolist() == [0.0]
+
+
+def test_gsva_n_acc_t_acc():
+    # no-target: s2 rejected (TP), s3 not (FN) -> N-acc 1/2
+    # has-target: s0 accepted (TN), s1 rejected (FP) -> T-acc 1/2
+    assert nt_accuracy(TARGET_EMPTY, HAS_OBJECT) == (0.5, 0.5)
+    # three no-target all rejected, one has-target accepted
+    assert nt_accuracy([True, True, True, False], [False, False, False, True]) == (1.0, 1.0)
+    assert nt_accuracy([False, False], [True, False]) == (None, 0.5)
+
+
+def test_sesame_exists_and_see_accuracy():
+    # SESAME: present = [SEG] in the answer and a non-empty mask
+    pred_empty = [False, True, True, False]
+    exists = sesame_exists(HAS_OBJECT, pred_empty)
+    assert exists.tolist() == [True, False, False, True]
+    assert sesame_exists([True], [True]).tolist() == [False]  # [SEG] with an empty mask
+    # ground truth: s0, s1 have a target; s2, s3 are false premises -> matches s0, s2: 1/2
+    assert see_accuracy(exists, [True, True, False, False]) == 0.5
+
+
+def test_row_functions_reject_bad_input():
+    with pytest.raises(ValueError, match="protocol"):
+        sample_scores([1], [1], [False], [True], "coco")
+    with pytest.raises(ValueError, match="target_empty"):
+        sample_scores([1, 1], [1, 1], [False], [True, True])
+    with pytest.raises(ValueError, match="inter <= union"):
+        sample_scores([3], [2], [False], [True])
+    with pytest.raises(ValueError, match="zero samples"):
+        giou_from_scores([])
