@@ -1,0 +1,421 @@
+"""``SegLlavaForCausalLM``: LISA's architecture on transformers' LLaVA and stock SAM, SasP native.
+
+- The multimodal LLM is transformers' ``LlavaForConditionalGeneration`` (this class subclasses
+  it, so LLaVA-1.5-style checkpoints load; see ``sasp.models.seg_llava.loading``).
+- LISA's projection ``text_hidden_fcs[0]`` (Linear, ReLU, Linear, Dropout) maps the last-layer
+  hidden state one position before each [SEG] to SAM's prompt width.
+- ``visual_model`` is segment_anything's stock ``Sam``. Its prompt encoder has no
+  ``text_embeds`` argument, so the projected [SEG] embedding is appended after the sparse
+  prompt (after the points), as LISA's fork does inside its encoder.
+- With ``config.sasp`` set, the similarity of every [SEG] with its image's patch tokens becomes
+  SasP points (``sasp.similarity_as_points``), mapped to SAM's frame and passed to the prompt
+  encoder; gradients reach the LLM through DtoC. Outputs carry, per [SEG], the similarity row
+  and the points and labels SAM actually received.
+
+Token layout: transformers' ``LlavaProcessor`` expands ``<image>`` into N_p consecutive copies
+of ``config.image_token_id``, so the patch hidden states sit where ``input_ids`` holds it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import LlavaForConditionalGeneration
+from transformers.utils import ModelOutput
+
+from sasp.geometry import to_sam_frame
+from sasp.ops import similarity_as_points
+from sasp.similarity import similarity
+
+from .configuration_seg_llava import InputError, SegLlavaConfig
+from .losses import mask_losses
+from .sam import build_sam, init_like_constructor
+
+
+@dataclass
+class SegPrompts(ModelOutput):
+    """What SAM was prompted with, per [SEG] in row-major order (M = number of [SEG]).
+
+    Attributes:
+        seg_rows: [M] the batch row of each [SEG].
+        similarity: [M, N_p] float32 similarity of each <SEG> feature with its image's patches.
+        points: [M, K, 2] refined SasP points (x, y) in image pixels, or None when SAM got none.
+        labels: [M, K] point labels (1 positive, 0 negative, -1 padding), or None.
+    """
+
+    seg_rows: Optional[Tensor] = None
+    similarity: Optional[Tensor] = None
+    points: Optional[Tensor] = None
+    labels: Optional[Tensor] = None
+
+
+@dataclass
+class SegLlavaOutput(SegPrompts):
+    """Training forward output: LISA's losses, the logits and the mask logits per row."""
+
+    loss: Optional[Tensor] = None
+    ce_loss: Optional[Tensor] = None
+    mask_bce_loss: Optional[Tensor] = None
+    mask_dice_loss: Optional[Tensor] = None
+    mask_loss: Optional[Tensor] = None
+    logits: Optional[Tensor] = None
+    pred_masks: Optional[List[Tensor]] = None
+
+
+@dataclass
+class SegLlavaGeneration(SegPrompts):
+    """``segment`` output.
+
+    Attributes:
+        sequences: [B, T] prompt + generated tokens.
+        masks: per row, [n_SEG, H, W] bool masks at the original image size ([0, H, W] for a
+            row without [SEG]).
+        mask_logits: the same as logits (float).
+        seg_counts: [B] number of [SEG] tokens per row.
+        has_object: [B] False for rows whose answer has no [SEG] ("no object").
+        hidden_states: [B, T, D] last-layer hidden states aligned with ``sequences`` (only
+            with ``output_hidden_states=True``).
+    """
+
+    sequences: Optional[Tensor] = None
+    masks: Optional[List[Tensor]] = None
+    mask_logits: Optional[List[Tensor]] = None
+    seg_counts: Optional[Tensor] = None
+    has_object: Optional[Tensor] = None
+    hidden_states: Optional[Tensor] = None
+
+
+def hw_tensor(x: Any, rows: int, name: str) -> Tensor:
+    """Validated per-row (H, W) sizes: CPU int64 [rows, 2]."""
+    t = torch.as_tensor(x).detach().to("cpu", torch.long)
+    if t.dim() == 1 and t.numel() == 2:
+        t = t.expand(rows, 2)
+    if t.shape != (rows, 2):
+        raise InputError(f"{name} must be [{rows}, 2] (H, W per row), got {tuple(t.shape)}")
+    return t
+
+
+class SegLlavaForCausalLM(LlavaForConditionalGeneration):
+    """LISA's architecture on transformers' LLaVA and segment_anything's stock SAM.
+
+    Entry points: ``forward`` (training, with ``sam_pixel_values``; plain LLaVA without) and
+    ``segment`` (inference: generate, then a mask per [SEG]). ``config.sasp`` switches SasP.
+    """
+
+    config_class = SegLlavaConfig
+
+    def __init__(self, config: SegLlavaConfig):
+        super().__init__(config)
+        self.visual_model = build_sam(config.sam_config)
+        width = int(self.visual_model.prompt_encoder.embed_dim)
+        if config.out_dim != width:
+            raise ValueError(f"out_dim={config.out_dim} must equal SAM's prompt width {width}")
+        hidden = config.text_config.hidden_size
+        self.text_hidden_fcs = nn.ModuleList(
+            [nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, config.out_dim), nn.Dropout(0.0))]
+        )
+        self.post_init()
+
+    # -- ids and sizes -------------------------------------------------------------------
+
+    @property
+    def seg_token_idx(self) -> int:
+        if self.config.seg_token_id is None:
+            raise ValueError("config.seg_token_id is not set; add the [SEG] token first (sasp.models.seg_llava.loading.from_llava)")
+        return int(self.config.seg_token_id)
+
+    @property
+    def grid_hw(self) -> Tuple[int, int]:
+        """(rows, cols) of the patch-token grid."""
+        vc = self.config.vision_config
+        if self.config.vision_feature_select_strategy != "default":
+            raise ValueError("SasP needs vision_feature_select_strategy='default' (patch tokens only, no CLS)")
+        side = vc.image_size // vc.patch_size
+        return side, side
+
+    @property
+    def num_patches(self) -> int:
+        """N_p: patch tokens per image (CLS dropped by the "default" feature strategy)."""
+        rows, cols = self.grid_hw
+        return rows * cols
+
+    @property
+    def max_context(self) -> int:
+        return int(self.config.text_config.max_position_embeddings)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """transformers' initialisation for the LLaVA modules; SAM and the projection get what
+        their own constructors give, so that a model converted from LLaVA starts like LISA's."""
+        own = self.__dict__.get("_modules", {})
+        if "_own_ids" not in self.__dict__ and "visual_model" in own and "text_hidden_fcs" in own:
+            self.__dict__["_own_ids"] = {id(m) for key in ("visual_model", "text_hidden_fcs") for m in own[key].modules()}
+        if id(module) in self.__dict__.get("_own_ids", ()):
+            init_like_constructor(module)
+            return
+        super()._init_weights(module)
+
+    def _apply(self, fn, recurse: bool = True):
+        # Stock SAM's random-frequency position encoding multiplies float32 coordinates by its
+        # Gaussian matrix, so that buffer stays float32 when the model moves to fp16/bf16.
+        if "visual_model" not in self._modules:  # still inside __init__
+            return super()._apply(fn, recurse)
+        pe = self.visual_model.prompt_encoder.pe_layer
+        kept = pe.positional_encoding_gaussian_matrix
+        out = super()._apply(fn, recurse)
+        moved = pe.positional_encoding_gaussian_matrix
+        if moved.dtype != torch.float32 and kept.dtype == torch.float32:
+            pe.positional_encoding_gaussian_matrix = kept.to(moved.device)
+        return out
+
+    # -- SAM side ------------------------------------------------------------------------
+
+    def get_visual_embs(self, sam_pixel_values: Tensor) -> Tensor:
+        """SAM image embeddings [B, C, h, w]; without gradient unless ``config.train_sam_encoder``."""
+        encoder = self.visual_model.image_encoder
+        x = sam_pixel_values.to(next(encoder.parameters()).dtype)
+        if self.config.train_sam_encoder:
+            return encoder(x)
+        with torch.no_grad():
+            return encoder(x)
+
+    def seg_prompts(self, tokens: Tensor, hidden_states: Tensor, image_hw: Tensor) -> SegPrompts:
+        """The similarity of every [SEG] and, with SasP on, the points SAM gets.
+
+        Args:
+            tokens (Tensor): [B, T] token ids aligned with ``hidden_states`` [B, T, D].
+            image_hw (Tensor): [B, 2] original (H, W) per row.
+        """
+        seg = torch.zeros_like(tokens, dtype=torch.bool)
+        seg[:, :-1] = tokens[:, 1:] == self.seg_token_idx  # the position that predicts [SEG]
+        rows, pos = seg.nonzero(as_tuple=True)
+        n_p = self.num_patches
+        is_img = tokens == int(self.config.image_token_id)
+        first = is_img.int().argmax(1)
+        count = is_img.sum(1)
+        bad = (count[rows] != n_p) | (is_img[rows, (first[rows] + n_p - 1).clamp(max=tokens.shape[1] - 1)] == 0)
+        if bad.any():
+            r = int(rows[bad][0])
+            raise InputError(f"row {r} has a [SEG] but not {n_p} consecutive image tokens (it has {int(count[r])})")
+        idx = first[rows, None] + torch.arange(n_p, device=tokens.device)
+        sim = similarity(hidden_states[rows[:, None], idx], hidden_states[rows, pos])
+        out = SegPrompts(seg_rows=rows.cpu(), similarity=sim)
+        cfg = self.config.sasp_config()
+        if cfg is not None and self.config.sam_prompt != "text" and rows.numel():
+            refined, labels, _ = similarity_as_points(sim, image_hw[rows.cpu()], cfg, self.grid_hw)
+            out.points, out.labels = refined, labels
+        return out
+
+    def decode_masks(
+        self, tokens: Tensor, hidden_states: Tensor, image_embeddings: Tensor, image_hw: Tensor, sam_input_hw: Tensor
+    ) -> Tuple[List[Tensor], Tensor, SegPrompts]:
+        """Mask logits for every [SEG]: per row [n_SEG, H, W] at the original image size.
+
+        Args:
+            tokens (Tensor): [B, T] token ids, aligned with ``hidden_states`` [B, T, D].
+            image_embeddings (Tensor): [B, C, h, w] SAM image embeddings.
+            image_hw (Tensor): [B, 2] original (H, W); sam_input_hw: [B, 2] size after SAM's
+                ResizeLongestSide (before padding).
+
+        Returns:
+            (mask logits per row, [SEG] count per row [B], the prompts SAM received).
+        """
+        if tokens.shape != hidden_states.shape[:2]:
+            raise ValueError(f"tokens {tuple(tokens.shape)} and hidden states {tuple(hidden_states.shape[:2])} must align")
+        prompts = self.seg_prompts(tokens, hidden_states, image_hw)
+        projected = self.text_hidden_fcs[0](hidden_states)  # full [B, T, D], as LISA
+        seg = torch.zeros_like(tokens, dtype=torch.bool)
+        seg[:, :-1] = tokens[:, 1:] == self.seg_token_idx
+        embeds = projected[seg]  # [M, C], row-major
+        counts = seg.sum(1).cpu()
+        sam = self.visual_model
+        encoder = sam.prompt_encoder
+        use_text = self.config.sam_prompt != "points" or prompts.points is None
+        coords = None
+        if prompts.points is not None:
+            coords = to_sam_frame(prompts.points, image_hw[prompts.seg_rows], int(max(encoder.input_image_size)))
+        dense_pe = encoder.get_dense_pe()
+        masks: List[Tensor] = []
+        start = 0
+        for b, n in enumerate(counts.tolist()):
+            h, w = (int(v) for v in image_hw[b])
+            if n == 0:
+                masks.append(image_embeddings.new_zeros((0, h, w), dtype=torch.float32))
+                continue
+            if coords is not None:
+                pts = (coords[start : start + n].to(embeds.device), prompts.labels[start : start + n].to(embeds.device))
+                sparse, dense = encoder(points=pts, boxes=None, masks=None)
+            else:
+                sparse, dense = encoder(points=None, boxes=None, masks=None)
+                sparse = sparse.expand(n, -1, -1)
+            sparse = sparse.to(embeds.dtype)
+            if use_text:
+                sparse = torch.cat([sparse, embeds[start : start + n, None]], 1)
+            start += n
+            low_res, _ = sam.mask_decoder(
+                image_embeddings=image_embeddings[b : b + 1],
+                image_pe=dense_pe.to(embeds.dtype),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense.to(embeds.dtype),
+                multimask_output=False,
+            )
+            sh, sw = (int(v) for v in sam_input_hw[b])
+            masks.append(sam.postprocess_masks(low_res, input_size=(sh, sw), original_size=(h, w))[:, 0])
+        return masks, counts, prompts
+
+    # -- entry points --------------------------------------------------------------------
+
+    def forward(
+        self,
+        input_ids: Optional[Tensor] = None,
+        pixel_values: Optional[Tensor] = None,
+        attention_mask: Optional[Tensor] = None,
+        labels: Optional[Tensor] = None,
+        sam_pixel_values: Optional[Tensor] = None,
+        image_hw: Optional[Tensor] = None,
+        sam_input_hw: Optional[Tensor] = None,
+        gt_masks: Optional[Sequence[Tensor]] = None,
+        **kwargs: Any,
+    ):
+        """Training forward (LISA's ``model_forward``), or plain LLaVA when ``sam_pixel_values``
+        is None (what ``generate`` calls).
+
+        Args:
+            input_ids (Tensor): [B, T] with N_p image tokens per row (``SegLlavaProcessor``).
+            pixel_values (Tensor): [B, 3, S, S] CLIP input.
+            labels (Tensor): [B, T] LM targets (-100 = ignored) for the CE loss.
+            sam_pixel_values (Tensor): [B, 3, S_sam, S_sam] SAM input.
+            image_hw (Tensor): [B, 2] original (H, W); sam_input_hw: [B, 2] resized size.
+            gt_masks (list[Tensor]): per row [n_SEG, H, W] target masks for BCE + Dice.
+
+        Returns:
+            SegLlavaOutput with ``loss = ce_w * CE + bce_w * BCE + dice_w * Dice``.
+        """
+        if sam_pixel_values is None:
+            return super().forward(
+                input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, labels=labels, **kwargs
+            )
+        rows = input_ids.shape[0]
+        image_hw = hw_tensor(image_hw, rows, "image_hw")
+        sam_input_hw = hw_tensor(sam_input_hw, rows, "sam_input_hw")
+        kwargs["output_hidden_states"] = True
+        out = super().forward(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, labels=labels, **kwargs)
+        image_embeddings = self.get_visual_embs(sam_pixel_values)
+        pred_masks, _, prompts = self.decode_masks(input_ids, out.hidden_states[-1], image_embeddings, image_hw, sam_input_hw)
+        cfg = self.config
+        ce = out.loss * cfg.ce_loss_weight if out.loss is not None else None
+        bce = dice = mask_loss = None
+        if gt_masks is not None:
+            if len(gt_masks) != rows:
+                raise InputError(f"gt_masks has {len(gt_masks)} entries for {rows} rows")
+            try:
+                bce, dice, _ = mask_losses(pred_masks, gt_masks)
+            except ValueError as err:
+                raise InputError(str(err)) from None
+            bce, dice = cfg.bce_loss_weight * bce, cfg.dice_loss_weight * dice
+            mask_loss = bce + dice
+        parts = [p for p in (ce, mask_loss) if p is not None]
+        loss = sum(parts[1:], parts[0]) if parts else None
+        return SegLlavaOutput(
+            loss=loss, ce_loss=ce, mask_bce_loss=bce, mask_dice_loss=dice, mask_loss=mask_loss,
+            logits=out.logits, pred_masks=pred_masks, **prompts,
+        )
+
+    @torch.no_grad()
+    def segment(
+        self,
+        input_ids: Tensor,
+        pixel_values: Tensor,
+        sam_pixel_values: Tensor,
+        image_hw: Tensor,
+        sam_input_hw: Tensor,
+        attention_mask: Optional[Tensor] = None,
+        max_new_tokens: int = 32,
+        mask_threshold: float = 0.0,
+        output_hidden_states: bool = False,
+        **generate_kwargs: Any,
+    ) -> SegLlavaGeneration:
+        """Inference (LISA's ``evaluate``), batched: generate the answers, then a mask per [SEG].
+
+        Rows are left-padded (``SegLlavaProcessor`` does it). Greedy decoding unless
+        ``generate_kwargs`` say otherwise; the image token is never generated. With
+        ``max_new_tokens=0`` the given ``input_ids`` (prompt + answer) are scored as they are
+        (teacher forcing), e.g. to segment with a fixed answer "Sure, [SEG].".
+
+        Returns:
+            SegLlavaGeneration; a row whose answer has no [SEG] has ``has_object`` False and
+            an empty [0, H, W] mask tensor.
+        """
+        rows = input_ids.shape[0]
+        image_hw = hw_tensor(image_hw, rows, "image_hw")
+        sam_input_hw = hw_tensor(sam_input_hw, rows, "sam_input_hw")
+        if max_new_tokens < 0:
+            raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        total = input_ids.shape[1] + max_new_tokens
+        if total > self.max_context:
+            raise InputError(
+                f"the prompt takes {input_ids.shape[1]} tokens (image included) and {max_new_tokens} new tokens "
+                f"are requested: {total} > the model's context of {self.max_context} tokens; shorten the prompt"
+            )
+        if generate_kwargs.get("num_beams", 1) != 1:
+            raise InputError("segment() decodes one sequence per row: num_beams must be 1")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if max_new_tokens > 0:
+            suppress = list(generate_kwargs.pop("suppress_tokens", None) or []) + [int(self.config.image_token_id)]
+            generate_kwargs.setdefault("do_sample", False)
+            gen = self.generate(
+                input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
+                max_new_tokens=max_new_tokens, suppress_tokens=suppress, output_hidden_states=True,
+                return_dict_in_generate=True, **generate_kwargs,
+            )
+            sequences = gen.sequences
+            hidden = torch.cat([step[-1] for step in gen.hidden_states], 1)  # [B, T - 1, D]
+            hidden = F.pad(hidden, (0, 0, 0, sequences.shape[1] - hidden.shape[1]))
+        else:
+            sequences = input_ids
+            out = super().forward(
+                input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, output_hidden_states=True
+            )
+            hidden = out.hidden_states[-1]
+        image_embeddings = self.get_visual_embs(sam_pixel_values)
+        logits, counts, prompts = self.decode_masks(sequences, hidden, image_embeddings, image_hw, sam_input_hw)
+        return SegLlavaGeneration(
+            sequences=sequences, masks=[m > mask_threshold for m in logits], mask_logits=logits, seg_counts=counts,
+            has_object=counts > 0, hidden_states=hidden if output_hidden_states else None, **prompts,
+        )
+
+    @classmethod
+    def from_llava(cls, llava: Any, **kwargs: Any):
+        """A LLaVA-1.5 checkpoint (folder, hub id or loaded model) as this model: see
+        ``sasp.models.seg_llava.loading.from_llava``."""
+        from .loading import from_llava
+
+        return from_llava(llava, model_class=cls, **kwargs)
+
+
+def _register() -> None:
+    """``AutoConfig`` / ``AutoModelForImageTextToText`` know ``seg_llava``; ``from_pretrained``
+    reads LLaVA checkpoints saved in the legacy key layout (where transformers supports it)."""
+    from transformers import AutoConfig
+
+    AutoConfig.register(SegLlavaConfig.model_type, SegLlavaConfig, exist_ok=True)
+    try:
+        from transformers import AutoModelForImageTextToText
+
+        AutoModelForImageTextToText.register(SegLlavaConfig, SegLlavaForCausalLM, exist_ok=True)
+    except ImportError:  # older transformers: no image-text-to-text auto class
+        pass
+    try:
+        from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+
+        mapping = get_checkpoint_conversion_mapping("llava")
+        if mapping:
+            register_checkpoint_conversion_mapping(SegLlavaForCausalLM.__name__, mapping, overwrite=True)
+    except Exception:  # noqa: BLE001 - transformers without conversion mappings load the new layout only
+        pass
+
+
+_register()

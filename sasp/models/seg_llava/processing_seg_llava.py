@@ -1,0 +1,160 @@
+"""``SegLlavaProcessor``: transformers' ``LlavaProcessor`` (tokenizer + CLIP image processor)
+plus SAM's preprocessing, and LM labels for training."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+from transformers import BatchFeature, LlavaProcessor
+
+from sasp.data.image import load_image
+
+from .configuration_seg_llava import InputError
+from .sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+
+SEG_TOKEN = "[SEG]"
+IMAGE_TOKEN = "<image>"
+PROMPT_TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"
+IGNORE_INDEX = -100
+
+
+class SegLlavaProcessor:
+    """Everything ``SegLlavaForCausalLM.segment`` / ``forward`` take, from images and prompts.
+
+    ``processor(images, prompts, answers=None)`` returns a ``BatchFeature`` with
+    ``input_ids`` and ``attention_mask`` (left-padded, N_p image tokens per row),
+    ``pixel_values`` (CLIP), ``sam_pixel_values`` ([B, 3, S, S]: ResizeLongestSide(S),
+    normalised, zero-padded), ``image_hw`` and ``sam_input_hw``. ``answers`` are appended after
+    the template (teacher forcing, training); with ``return_labels=True`` the batch also has
+    ``labels``: the answer's tokens and the end-of-sequence token after it, everything else -100.
+
+    Images may be paths, PIL images or arrays; ``sasp.data.load_image`` reads them (EXIF
+    orientation applied, 16-bit scaled, transparency composited on white).
+    """
+
+    def __init__(self, llava_processor: LlavaProcessor, sam_image_size: int = 1024, prompt_template: str = PROMPT_TEMPLATE):
+        self.llava_processor = llava_processor
+        self.sam_image_size = int(sam_image_size)
+        self.prompt_template = prompt_template
+
+    @property
+    def tokenizer(self):
+        return self.llava_processor.tokenizer
+
+    @property
+    def image_processor(self):
+        return self.llava_processor.image_processor
+
+    def build_prompt(self, prompt: str, row: int = 0) -> str:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError(f"prompt {row} is empty; say what to segment, e.g. 'Segment the red circle.'")
+        for special in (SEG_TOKEN, IMAGE_TOKEN):
+            if special in prompt:
+                raise InputError(f"prompt {row} contains the special token {special}; remove it")
+        return self.prompt_template.format(prompt=prompt.strip())
+
+    def preprocess_sam(self, images: Sequence[np.ndarray]) -> Tuple[Tensor, Tensor]:
+        """SAM's input: ResizeLongestSide, (x - mean) / std, zero padding to S x S."""
+        from segment_anything.utils.transforms import ResizeLongestSide
+
+        size = self.sam_image_size
+        resize = ResizeLongestSide(size)
+        mean = torch.tensor(SAM_PIXEL_MEAN).view(3, 1, 1)
+        std = torch.tensor(SAM_PIXEL_STD).view(3, 1, 1)
+        out = torch.zeros(len(images), 3, size, size)
+        hw = torch.zeros(len(images), 2, dtype=torch.long)
+        for i, img in enumerate(images):
+            x = torch.from_numpy(resize.apply_image(img)).permute(2, 0, 1).float()
+            h, w = x.shape[-2:]
+            out[i, :, :h, :w] = (x - mean) / std
+            hw[i] = torch.tensor([h, w])
+        return out, hw
+
+    def load_images(self, images: Sequence[Any]) -> List[np.ndarray]:
+        arrays = []
+        for i, img in enumerate(images):
+            try:
+                arrays.append(load_image(img))
+            except FileNotFoundError:
+                raise InputError(f"image {i}: file not found: {img}") from None
+            except ValueError as err:
+                raise InputError(f"image {i}: {err}") from None
+        return arrays
+
+    def __call__(
+        self,
+        images: Sequence[Any],
+        prompts: Sequence[str],
+        answers: Optional[Sequence[Optional[str]]] = None,
+        return_labels: bool = False,
+    ) -> BatchFeature:
+        from PIL import Image
+
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        if len(images) != len(prompts):
+            raise InputError(f"{len(images)} images for {len(prompts)} prompts; give one image per prompt")
+        if answers is not None and len(answers) != len(prompts):
+            raise InputError(f"{len(answers)} answers for {len(prompts)} prompts")
+        if return_labels and answers is None:
+            raise InputError("return_labels needs answers")
+        arrays = self.load_images(images)
+        heads = [self.build_prompt(p, i) for i, p in enumerate(prompts)]
+        tok = self.tokenizer
+        end = tok.eos_token if return_labels and tok.eos_token else ""  # training: the answer ends the turn
+        texts = heads if answers is None else [t + (" " + a if a else "") + end for t, a in zip(heads, answers)]
+        side, tok.padding_side = tok.padding_side, "left"
+        try:
+            enc = self.llava_processor(images=[Image.fromarray(a) for a in arrays], text=texts, return_tensors="pt", padding=True)
+            if return_labels:  # the prompt's length in tokens, image expanded, per row
+                lengths = [len(ids) for ids in self.llava_processor(
+                    images=[Image.fromarray(a) for a in arrays], text=heads, return_tensors=None, padding=False)["input_ids"]]
+        finally:
+            tok.padding_side = side
+        sam_pixel_values, sam_input_hw = self.preprocess_sam(arrays)
+        batch: Dict[str, Any] = {
+            "input_ids": enc["input_ids"],
+            "attention_mask": enc["attention_mask"],
+            "pixel_values": enc["pixel_values"],
+            "sam_pixel_values": sam_pixel_values,
+            "image_hw": torch.tensor([a.shape[:2] for a in arrays], dtype=torch.long),
+            "sam_input_hw": sam_input_hw,
+        }
+        if return_labels:
+            labels = enc["input_ids"].clone()
+            labels[enc["attention_mask"] == 0] = IGNORE_INDEX
+            valid = enc["attention_mask"].sum(1)
+            for r, n in enumerate(lengths):
+                pad = labels.shape[1] - int(valid[r])
+                labels[r, : pad + n] = IGNORE_INDEX
+            batch["labels"] = labels
+        return BatchFeature(batch)
+
+    def decode(self, sequences: Tensor, prompt_length: int = 0) -> List[str]:
+        """The generated answers (tokens after ``prompt_length``), [SEG] kept, padding dropped."""
+        tok = self.tokenizer
+        skip = {tok.pad_token_id, tok.eos_token_id, tok.bos_token_id}
+        return [
+            tok.decode([t for t in row if t not in skip], skip_special_tokens=False).strip()
+            for row in sequences[:, prompt_length:].tolist()
+        ]
+
+    def save_pretrained(self, path: Union[str, os.PathLike]) -> None:
+        self.llava_processor.save_pretrained(path)
+        with open(os.path.join(path, "sasp_processor.json"), "w") as f:
+            json.dump({"sam_image_size": self.sam_image_size, "prompt_template": self.prompt_template}, f, indent=2)
+
+    @classmethod
+    def from_pretrained(cls, path: Union[str, os.PathLike]) -> "SegLlavaProcessor":
+        extra: Dict[str, Any] = {}
+        meta = os.path.join(path, "sasp_processor.json")
+        if os.path.isfile(meta):
+            with open(meta) as f:
+                extra = json.load(f)
+        return cls(LlavaProcessor.from_pretrained(path), **extra)
