@@ -1,14 +1,14 @@
 """The adapter contract: one ``SegPipelineSpec`` (data) + three hooks, reversible.
 
-A <SEG> pipeline (LISA, GSVA, SESAME, READ, an HF-native model ...) is retrofitted with SasP
+A <SEG> pipeline (LISA, GSVA, SESAME, READ, or one of your own) is retrofitted with SasP
 without touching its source: ``wrap(model, spec)`` attaches to the given model in place and
 returns it; ``unwrap(model)`` removes everything; ``disabled(model)`` turns SasP off for a
 ``with`` block. Parameters, buffers, module names and ``state_dict`` keys never change: no
 foreign module is replaced, only hooks are registered and entry-point methods are shadowed at
 instance level (never on the class).
 
-The three hooks
----------------
+The three hooks (hooks.py)
+--------------------------
 1. **Context** (instance-level wrappers of ``spec.entry_points``, e.g. ``model_forward``,
    ``evaluate``): each call reads, from its bound arguments, the token ids whose rows line up
    with the hidden-state rows and the original image size (H, W) of every row, and pushes a
@@ -20,7 +20,8 @@ The three hooks
    last-layer hidden states ``[B, T, D]`` in every pipeline): for every [SEG] (row-major) the
    similarity of the hidden state ``spec.seg_offset`` positions before it with the N_p patch
    tokens of its row's image, then ``sasp.similarity_as_points`` and ``sasp.to_sam_frame``;
-   the points are queued on the context, one entry per [SEG].
+   the points are queued on the context, one entry per [SEG]. Only [SEG] tokens get points: a
+   [REJ] (GSVA) gets none, as it gets no SAM call.
 3. **Prompt** (forward pre-hook with kwargs on ``spec.sam + ".prompt_encoder"``): pops as
    many entries as the call has prompts (``spec.prompt_count``, by default the length of
    ``text_embeds``) and injects ``points=(coords [n, K, 2] float32, labels [n, K] int64)``.
@@ -30,8 +31,10 @@ Plugging in a new family
 ------------------------
 Write a ``SegPipelineSpec``: the dotted paths (from the core model, i.e. below DDP's
 ``.module`` and PEFT's ``.base_model.model``) of SAM and of the projection, the attribute
-names of the [SEG] (and optional [REJ]) token ids, the image placeholder id, and one
-``ContextReader`` per entry point::
+name of the [SEG] token id, the image placeholder id, and one ``ContextReader`` per entry
+point::
+
+    from sasp.adapters.llava1 import rows_from_offset
 
     def read_forward(core, args):          # args: the call's bound arguments, defaults applied
         sizes = [m.shape[-2:] for m in args["label_list"]]       # (H, W) per image
@@ -40,47 +43,42 @@ names of the [SEG] (and optional [REJ]) token ids, the image placeholder id, and
     MY_SPEC = SegPipelineSpec(name="mine", entry_points={"model_forward": read_forward})
     model = wrap(model, MY_SPEC, cfg=SasPConfig(num_points=30), prompt="both")
 
-Token layout: a row holds either one placeholder ``image_token_id`` that the model expands into
-N_p patch embeddings (LLaVA-1.x style: later tokens move by N_p - 1), or N_p consecutive
-``image_token_id`` tokens (already expanded, HF LLaVA style); see ``locate_seg_tokens``. N_p,
-the token grid and CLIP's input resolution come from ``spec.num_patches``, ``spec.grid_hw``
-and ``spec.clip_size`` (callables of the core model); the image-to-grid mapping is
-``spec.geometry``. Override ``spec.prompt_count`` when the prompt encoder takes no
-``text_embeds`` argument, and ``spec.computes_points`` to refuse models that already prompt
-SAM with points of their own.
+The defaults describe LLaVA-1.x as the LISA family vendors it (llava1.py): one placeholder
+``image_token_id`` per row that the model expands into N_p patch embeddings (later tokens move
+by N_p - 1), or N_p consecutive ``image_token_id`` tokens (already expanded); see
+``llava1.locate_seg_tokens``. N_p, the token grid and CLIP's input resolution come from
+``spec.num_patches``, ``spec.grid_hw`` and ``spec.clip_size`` (callables of the core model);
+the image-to-grid mapping is ``spec.geometry``. Override ``spec.prompt_count`` when the prompt
+encoder takes no ``text_embeds`` argument, and ``spec.computes_points`` to refuse models that
+already prompt SAM with points of their own. ``sasp.testing`` has tiny LISA-family models to
+test a spec against.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
-import warnings
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from sasp.config import Geometry, SasPConfig
-from sasp.geometry import to_sam_frame
-from sasp.ops import similarity_as_points
-from sasp.similarity import similarity
 
-PromptMode = Literal["both", "points", "text"]
+from .hooks import EntryShadow, HiddenStatesHook, PromptHook, PromptMode, SequencesShadow, WrapState, get_path
+from .llava1 import text_embeds_count, vision_tower_image_size, vision_tower_num_patches
+
 _PROMPT_MODES = ("both", "points", "text")
 _STATE = "_sasp_state"
 
 __all__ = [
     "CallContext",
     "ContextReader",
+    "PromptMode",
     "SegPipelineSpec",
-    "computes_own_points",
     "config_of",
     "disabled",
     "find_core",
     "is_wrapped",
-    "locate_seg_tokens",
-    "rows_from_offset",
     "unwrap",
     "wrap",
 ]
@@ -134,42 +132,8 @@ ContextReader = Callable[[nn.Module, Mapping[str, Any]], Optional[CallContext]]
 """(core model, bound arguments of the entry-point call) -> CallContext, or None to skip."""
 
 
-def _vision_tower(core: nn.Module) -> nn.Module:
-    inner = core.get_model() if hasattr(core, "get_model") else core.model
-    tower = inner.get_vision_tower() if hasattr(inner, "get_vision_tower") else inner.vision_tower
-    return tower[0] if isinstance(tower, (list, tuple)) else tower
-
-
-def vision_tower_num_patches(core: nn.Module) -> int:
-    """N_p of a LLaVA-1.x vision tower (``CLIPVisionTower.num_patches``)."""
-    return int(_vision_tower(core).num_patches)
-
-
-def vision_tower_image_size(core: nn.Module) -> Optional[int]:
-    """CLIP's input resolution (its centre-crop size) from a LLaVA-1.x vision tower's config."""
-    size = getattr(getattr(_vision_tower(core), "config", None), "image_size", None)
-    return int(size) if size is not None else None
-
-
-def text_embeds_count(arguments: Mapping[str, Any]) -> int:
-    """Prompts in a prompt-encoder call of the LISA fork: ``text_embeds.shape[0]``."""
-    text = arguments.get("text_embeds")
-    if text is None:
-        raise RuntimeError(
-            "the prompt encoder call has no text_embeds; give the spec a prompt_count that says "
-            "how many prompts such a call holds"
-        )
-    return int(text.shape[0])
-
-
 def _never(core: nn.Module) -> bool:
     return False
-
-
-def computes_own_points(core: nn.Module) -> bool:
-    """True for READ's own class (``READForCausalLM``), which prompts SAM with its own points."""
-    kind = type(core)
-    return any(hasattr(kind, m) for m in ("similarity_map_to_points", "similarity_as_points"))
 
 
 @dataclass(frozen=True)
@@ -185,18 +149,19 @@ class SegPipelineSpec:
         sam: dotted path of SAM (its ``prompt_encoder`` is hooked).
         projection: dotted path of the module whose first input is the last-layer hidden
             states [B, T, D].
-        seg_token_attr / rej_token_attr: attributes of the core model holding the [SEG] /
-            [REJ] token ids ([REJ] gets no points and no mask).
+        seg_token_attr: attribute of the core model holding the [SEG] token id. Other
+            special tokens ([REJ]) need no entry: only [SEG] tokens get points.
         image_token_id: the image placeholder id (LLaVA's IMAGE_TOKEN_INDEX = -200).
         seg_offset: the <SEG> feature is the hidden state this many positions before [SEG].
         num_patches / grid_hw / clip_size: callables of the core model giving N_p, the token
             grid (rows, cols) (None: square) and CLIP's input resolution (None: keep
-            ``cfg.crop_size``).
+            ``cfg.crop_size``); by default read from the LLaVA-1.x vision tower.
         geometry: how the token grid covers the image (CLIP preprocessing): "center_crop" or
             "pad_square"; overrides ``cfg.geometry``.
         sam_long_side: SAM's ResizeLongestSide target; None reads it from the prompt encoder's
             ``input_image_size`` (1024 for every released SAM).
-        prompt_count: bound arguments of a prompt-encoder call -> number of prompts in it.
+        prompt_count: bound arguments of a prompt-encoder call -> number of prompts in it (by
+            default the length of the LISA fork's ``text_embeds``).
         computes_points: True for models that already prompt SAM with points of their own
             (``wrap`` refuses them).
     """
@@ -207,7 +172,6 @@ class SegPipelineSpec:
     sam: str = "model.visual_model"
     projection: str = "model.text_hidden_fcs.0"
     seg_token_attr: str = "seg_token_idx"
-    rej_token_attr: Optional[str] = None
     image_token_id: int = -200
     seg_offset: int = 1
     num_patches: Callable[[nn.Module], int] = vision_tower_num_patches
@@ -221,22 +185,6 @@ class SegPipelineSpec:
     def replace(self, **changes: Any) -> "SegPipelineSpec":
         """A copy with some fields changed."""
         return replace(self, **changes)
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def rows_from_offset(offset: Any, sizes: Sequence[Any]) -> Tensor:
-    """Per-row (H, W) [B, 2] from per-image sizes and LISA's ``offset`` (rows of image i are
-    ``offset[i]:offset[i+1]``)."""
-    hw = torch.tensor([[int(s[-2]), int(s[-1])] for s in sizes], dtype=torch.long).view(-1, 2)
-    off = torch.as_tensor(offset).detach().to("cpu", torch.long).view(-1)
-    if off.numel() != hw.shape[0] + 1:
-        raise ValueError(f"offset has {off.numel()} entries for {hw.shape[0]} images; expected {hw.shape[0] + 1}")
-    counts = off.diff()
-    if (counts < 0).any():
-        raise ValueError(f"offset must be non-decreasing, got {off.tolist()}")
-    return hw.repeat_interleave(counts, dim=0)
 
 
 def find_core(model: nn.Module) -> nn.Module:
@@ -253,225 +201,6 @@ def find_core(model: nn.Module) -> nn.Module:
         else:
             return model
     return model
-
-
-def _get(root: nn.Module, path: str) -> Any:
-    obj = root
-    for part in path.split("."):
-        obj = obj[int(part)] if part.isdigit() and isinstance(obj, (nn.ModuleList, nn.Sequential)) else getattr(obj, part)
-    return obj
-
-
-def locate_seg_tokens(
-    tokens: Tensor, seg_id: int, image_id: int, num_patches: int, seg_offset: int = 1
-) -> Tuple[Tensor, Tensor, Tensor]:
-    """Hidden-state positions of the <SEG> features and of each row's image patches.
-
-    A row holds one placeholder ``image_id`` (expanded by the model into N_p patches, so a
-    token j after it sits at j + N_p - 1) or N_p consecutive ``image_id`` tokens (already
-    expanded). The <SEG> feature of a [SEG] at token j is the hidden state of token
-    j - seg_offset (the last patch when that token is the placeholder).
-
-    Args:
-        tokens (Tensor): [B, L] token ids.
-
-    Returns:
-        rows (Tensor): [M] row of each [SEG], row-major order (CPU int64).
-        seg_pos (Tensor): [M] hidden-state position of each <SEG> feature.
-        patch_start (Tensor): [B] hidden-state position of each row's first patch (-1: none).
-    """
-    tok = tokens.detach()
-    is_img = tok == image_id
-    count = is_img.sum(1).cpu()
-    first = is_img.to(torch.int8).argmax(1).cpu()
-    placeholder = count == 1
-    expanded = count == num_patches
-    bad = (count > 0) & ~placeholder & ~expanded
-    if bad.any():
-        r = int(bad.nonzero()[0])
-        raise ValueError(
-            f"row {r} holds {int(count[r])} image tokens ({image_id}); expected one placeholder or "
-            f"N_p={num_patches} expanded tokens (one image per row)"
-        )
-    shift = torch.where(placeholder, torch.tensor(num_patches - 1), torch.tensor(0))
-    rows, cols = (tok == seg_id).nonzero(as_tuple=True)
-    rows, cols = rows.cpu(), cols.cpu()
-    keep = cols >= seg_offset
-    rows, cols = rows[keep], cols[keep]
-    no_image = count[rows] == 0
-    if no_image.any():
-        r = int(rows[no_image][0])
-        raise ValueError(f"row {r} has a [SEG] token but no image token ({image_id})")
-    q = cols - seg_offset
-    seg_pos = torch.where(q >= first[rows], q + shift[rows], q)
-    patch_start = torch.where(count > 0, first, torch.tensor(-1))
-    return rows, seg_pos, patch_start
-
-
-# --------------------------------------------------------------------------- state + hooks
-
-
-class _State:
-    """Everything one wrap attached; stored on the core model as a plain attribute.
-
-    Hooks and method shadows are objects that hold this state (no closures), so that
-    ``copy.deepcopy`` and pickling of a wrapped model give a copy wired to its own modules.
-    """
-
-    def __init__(self, core: nn.Module, spec: SegPipelineSpec, cfg: SasPConfig, prompt: PromptMode):
-        self.core, self.spec, self.cfg, self.prompt = core, spec, cfg, prompt
-        self.hooks: List[Tuple[nn.Module, int]] = []  # (module, forward-pre-hook id)
-        self.shadowed: Dict[str, Tuple[bool, Any]] = {}  # method -> (had an instance attribute, its value)
-        self.contexts: List[CallContext] = []
-        self.off = 0
-        self.sam = _get(core, spec.sam)
-        self.seg_id = int(getattr(core, spec.seg_token_attr))
-        self.num_patches = int(spec.num_patches(core))
-        self.grid_hw = spec.grid_hw(core) if spec.grid_hw is not None else None
-        if spec.sam_long_side is not None:
-            self.long_side = int(spec.sam_long_side)
-        else:
-            self.long_side = int(max(self.sam.prompt_encoder.input_image_size))
-
-    @property
-    def active(self) -> bool:
-        return self.off == 0 and self.prompt != "text"
-
-    def current(self) -> Optional[CallContext]:
-        return self.contexts[-1] if self.contexts else None
-
-    def method(self, name: str) -> Callable:
-        """The shadowed method as it was before wrapping, bound to the core model."""
-        had, previous = self.shadowed[name]
-        if had:
-            return previous
-        return getattr(type(self.core), name).__get__(self.core, type(self.core))
-
-
-class _Shadow:
-    """Instance-level stand-in for a method of the core model (keeps its name and signature)."""
-
-    def __init__(self, state: _State, name: str):
-        self.state, self.name = state, name
-        functools.update_wrapper(self, state.method(name))
-
-
-class _Entry(_Shadow):
-    """Hook 1: an entry point pushes the call's ``CallContext`` for the other two hooks."""
-
-    def __init__(self, state: _State, name: str, reader: ContextReader):
-        super().__init__(state, name)
-        self.reader = reader
-        self.signature = inspect.signature(state.method(name))
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        state = self.state
-        orig = state.method(self.name)
-        if not state.active:
-            return orig(*args, **kwargs)
-        sig = self.signature
-        bound = sig.bind(*args, **kwargs)
-        bound.apply_defaults()
-        arguments = dict(bound.arguments)
-        for p in sig.parameters.values():  # fold **kwargs into the mapping
-            if p.kind is inspect.Parameter.VAR_KEYWORD:
-                arguments.update(arguments.pop(p.name, {}) or {})
-        ctx = self.reader(state.core, arguments)
-        if ctx is None:
-            return orig(*args, **kwargs)
-        state.contexts.append(ctx)
-        try:
-            out = orig(*args, **kwargs)
-        finally:
-            state.contexts.pop()
-        if ctx.left():
-            warnings.warn(
-                f"sasp ({state.spec.name}): {ctx.left()} [SEG] point entries of {self.name}() were not consumed "
-                "by SAM's prompt encoder; the spec may not match this pipeline",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        return out
-
-
-class _Sequences(_Shadow):
-    """``generate``: its ``sequences`` become the tokens of an active context that has none."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        out = self.state.method(self.name)(*args, **kwargs)
-        ctx = self.state.current()
-        if ctx is not None and ctx.tokens is None:
-            ctx.tokens = out.sequences if hasattr(out, "sequences") else out
-        return out
-
-
-class _HiddenHook:
-    """Hook 2 (forward pre-hook on the projection): SasP points for every [SEG], queued."""
-
-    def __init__(self, state: _State):
-        self.state = state
-
-    def __call__(self, module: nn.Module, args: Tuple[Any, ...]) -> None:
-        state = self.state
-        spec, ctx = state.spec, state.current()
-        if not state.active or ctx is None or ctx.tokens is None or not args:
-            return None
-        h = args[0]
-        if not isinstance(h, Tensor) or h.dim() != 3:
-            shape = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
-            raise ValueError(f"sasp ({spec.name}): the projection's input must be hidden states [B, T, D], got {shape}")
-        tokens = ctx.tokens
-        if tokens.shape[0] != h.shape[0]:
-            raise ValueError(f"sasp ({spec.name}): {tokens.shape[0]} token rows for {h.shape[0]} hidden-state rows")
-        rows, seg_pos, start = locate_seg_tokens(tokens, state.seg_id, spec.image_token_id, state.num_patches, spec.seg_offset)
-        ctx.queued = True
-        n_p, t = state.num_patches, h.shape[1]
-        over = (seg_pos >= t) | (start[rows] + n_p > t)
-        if over.any():
-            r = int(rows[over][0])
-            raise ValueError(f"sasp ({spec.name}): row {r}: a [SEG] or its image lies beyond the {t} hidden states")
-        if ctx.image_hw.shape[0] != h.shape[0]:
-            raise ValueError(f"sasp ({spec.name}): {ctx.image_hw.shape[0]} image sizes for {h.shape[0]} rows")
-        if rows.numel() == 0:
-            return None
-        hw = ctx.image_hw[rows]
-        sims, tokens_of = [], {}
-        for r, p in zip(rows.tolist(), seg_pos.tolist()):
-            if r not in tokens_of:  # the row's patches: a view (float32 models) or one cast per row
-                k = int(start[r])
-                tokens_of[r] = h[r, k : k + n_p].float()
-            # one <SEG> at a time: [N_p, D] x [1, D] stays a matrix-vector product on a view,
-            # where a batched gather would copy N_p x D per <SEG>
-            sims.append(similarity(tokens_of[r], h[r, p : p + 1]))
-        refined, labels, _ = similarity_as_points(torch.cat(sims), hw, state.cfg, state.grid_hw)
-        ctx.pending.append((to_sam_frame(refined, hw, state.long_side), labels))
-        return None
-
-
-class _PromptHook:
-    """Hook 3 (forward pre-hook with kwargs on SAM's prompt encoder): inject the points."""
-
-    def __init__(self, state: _State):
-        self.state = state
-
-    def __call__(self, module: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[Tuple[Tuple, Dict]]:
-        state = self.state
-        ctx = state.current()
-        if not state.active or ctx is None or not ctx.queued:
-            return None
-        sig = inspect.signature(module.forward)
-        arguments = dict(sig.bind(*args, **kwargs).arguments)
-        n = state.spec.prompt_count(arguments)
-        coords, labels = ctx.pop(n, state.cfg.num_points)
-        if arguments.get("points") is not None:
-            return None  # the pipeline prompts with points of its own: never add them twice
-        dev = module.point_embeddings[0].weight.device
-        arguments["points"] = (coords.to(dev), labels.to(dev))
-        for p in ("boxes", "masks"):
-            arguments.setdefault(p, None)
-        if state.prompt == "points" and "text_embeds" in sig.parameters:
-            arguments["text_embeds"] = None
-        return (), arguments
 
 
 # --------------------------------------------------------------------------- public API
@@ -534,19 +263,19 @@ def wrap(
             f"{type(core).__name__} already prompts SAM with similarity points of its own; wrapping it "
             "would add points twice. Load the checkpoint into the SESAME class and wrap that instead."
         )
-    state = _State(core, spec, cfg, prompt)
+    state = WrapState(core, spec, cfg, prompt)
     try:
         for name, reader in spec.entry_points.items():
             _shadow(state, name)
-            object.__setattr__(core, name, _Entry(state, name, reader))
+            object.__setattr__(core, name, EntryShadow(state, name, reader))
         for name in spec.sequence_methods:
             if callable(getattr(core, name, None)):
                 _shadow(state, name)
-                object.__setattr__(core, name, _Sequences(state, name))
-        projection = _get(core, spec.projection)
-        state.hooks.append((projection, projection.register_forward_pre_hook(_HiddenHook(state)).id))
+                object.__setattr__(core, name, SequencesShadow(state, name))
+        projection = get_path(core, spec.projection)
+        state.hooks.append((projection, projection.register_forward_pre_hook(HiddenStatesHook(state)).id))
         encoder = state.sam.prompt_encoder
-        state.hooks.append((encoder, encoder.register_forward_pre_hook(_PromptHook(state), with_kwargs=True).id))
+        state.hooks.append((encoder, encoder.register_forward_pre_hook(PromptHook(state), with_kwargs=True).id))
     except Exception:
         _detach(core, state)
         raise
@@ -554,7 +283,7 @@ def wrap(
     return model
 
 
-def _shadow(state: _State, name: str) -> None:
+def _shadow(state: WrapState, name: str) -> None:
     core = state.core
     if name in state.shadowed:
         raise ValueError(f"spec {state.spec.name!r} names {name}() twice")
@@ -563,7 +292,7 @@ def _shadow(state: _State, name: str) -> None:
     state.shadowed[name] = (name in core.__dict__, core.__dict__.get(name))
 
 
-def _detach(core: nn.Module, state: _State) -> None:
+def _detach(core: nn.Module, state: WrapState) -> None:
     for module, hook_id in state.hooks:  # by id: a RemovableHandle would outlive deepcopy wrong
         module._forward_pre_hooks.pop(hook_id, None)
         module._forward_pre_hooks_with_kwargs.pop(hook_id, None)

@@ -5,7 +5,8 @@ images and ``label_list[i]`` holds image i's original size. A row may hold sever
 [REJ]; SAM runs once per row on its [SEG] embeddings only ([REJ] gets no mask and no points).
 With ``inference=True, reeval=True`` GSVA rewrites [REJ] -> [SEG] in the caller's
 ``input_ids`` in place before the projection runs; the hidden-state hook reads the tokens then,
-so the rewritten [SEG]s get points too, exactly as they get SAM calls.
+so the rewritten [SEG]s get points too, exactly as they get SAM calls. [REJ] needs no entry in
+the spec: only [SEG] tokens are gathered for SAM, and only they get points.
 """
 from __future__ import annotations
 
@@ -15,15 +16,15 @@ from torch import nn
 
 from sasp.config import SasPConfig
 
-from .base import PromptMode, SegPipelineSpec, computes_own_points, wrap
+from .base import PromptMode, SegPipelineSpec, wrap
 from .lisa import read_model_forward
+from .llava1 import computes_own_points
 
 __all__ = ["GSVA_SPEC", "wrap_gsva"]
 
 GSVA_SPEC = SegPipelineSpec(
     name="gsva",
     entry_points={"model_forward": read_model_forward},
-    rej_token_attr="rej_token_idx",
     computes_points=computes_own_points,
 )
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-import torch
 from torch import nn
 
 from sasp.config import SasPConfig
 
-from .base import CallContext, PromptMode, SegPipelineSpec, computes_own_points, rows_from_offset, wrap
+from .base import CallContext, PromptMode, SegPipelineSpec, wrap
+from .llava1 import computes_own_points, image_sizes, rows_from_offset
 
 __all__ = ["LISA_SPEC", "wrap_lisa"]
 
@@ -29,8 +29,7 @@ def read_model_forward(core: nn.Module, args: Mapping[str, Any]) -> CallContext:
 def read_evaluate(core: nn.Module, args: Mapping[str, Any]) -> CallContext:
     """``evaluate(images_clip, images, input_ids, resize_list, original_size_list, ...)``: the
     tokens are the ``sequences`` that ``generate`` returns."""
-    hw = torch.tensor([[int(s[-2]), int(s[-1])] for s in args["original_size_list"]], dtype=torch.long).view(-1, 2)
-    return CallContext(tokens=None, image_hw=hw)
+    return CallContext(tokens=None, image_hw=image_sizes(args["original_size_list"]))
 
 
 LISA_SPEC = SegPipelineSpec(

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-import torch
 from torch import nn
 
 from sasp.config import SasPConfig
 
-from .base import CallContext, PromptMode, SegPipelineSpec, computes_own_points, rows_from_offset, wrap
+from .base import CallContext, PromptMode, SegPipelineSpec, wrap
+from .llava1 import computes_own_points, image_sizes, rows_from_offset
 
 __all__ = ["SESAME_SPEC", "wrap_sesame"]
 
@@ -34,9 +34,7 @@ def read_model_forward(core: nn.Module, args: Mapping[str, Any]) -> CallContext:
 
 def read_evaluate(core: nn.Module, args: Mapping[str, Any]) -> CallContext:
     """``evaluate(images_clip, images, input_ids, sam_mask_shape_list, max_new_tokens)``."""
-    sizes = _original_sizes(args["sam_mask_shape_list"])
-    hw = torch.tensor([[int(s[-2]), int(s[-1])] for s in sizes], dtype=torch.long).view(-1, 2)
-    return CallContext(tokens=None, image_hw=hw)
+    return CallContext(tokens=None, image_hw=image_sizes(_original_sizes(args["sam_mask_shape_list"])))
 
 
 SESAME_SPEC = SegPipelineSpec(

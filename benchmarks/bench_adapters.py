@@ -61,7 +61,7 @@ class StageHarness(nn.Module):
         super().__init__()
         from segment_anything.modeling import MaskDecoder, TwoWayTransformer
 
-        from sasp.adapters.testing import TextPromptEncoder
+        from sasp.testing.sam import TextPromptEncoder
 
         self.model = nn.Module()
         self.model.text_hidden_fcs = nn.ModuleList([_Slice(prompt_dim)])

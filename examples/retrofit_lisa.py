@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 import sasp
-from sasp.adapters.testing import SEG, allow_only, build_tiny, make_batch, make_eval_batch
+from sasp.testing import SEG, allow_only, build_tiny, make_batch, make_eval_batch
 
 
 def main() -> None:

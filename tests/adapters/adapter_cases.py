@@ -18,7 +18,7 @@ import torch
 from sasp import SasPConfig
 from sasp.adapters import GSVA_SPEC, LISA_SPEC, SESAME_SPEC, SegPipelineSpec, wrap_gsva, wrap_lisa, wrap_sesame
 
-testing = pytest.importorskip("sasp.adapters.testing", reason="needs transformers and segment_anything")
+testing = pytest.importorskip("sasp.testing", reason="needs transformers and segment_anything")
 SEG, REJ = testing.SEG, testing.REJ
 
 CFG = SasPConfig(num_points=6)

@@ -10,7 +10,8 @@ import torch
 import sasp
 from sasp import similarity, similarity_as_points, to_sam_frame
 from sasp.adapters import config_of, disabled, is_wrapped, unwrap, wrap
-from sasp.adapters.base import find_core, locate_seg_tokens
+from sasp.adapters.base import find_core
+from sasp.adapters.llava1 import locate_seg_tokens
 
 from adapter_cases import (
     CASES, CFG, CLIP_PX, IMAGES, N_P, REJ, SAM_PX, SEG, Case, Recorder, build, eval_batch, infer_batch, row_sizes, testing,
