@@ -7,3 +7,9 @@ from .base import IGNORE, DatasetError, Reader, Sample, SampleError
 from .image import BACKGROUND, load_image
 
 __all__ = ["BACKGROUND", "IGNORE", "DatasetError", "Reader", "Sample", "SampleError", "load_image"]
+from .fp_refcoco import FPRefCOCOReader
+from .grefcoco import GRefCOCOReader
+from .reasonseg import ReasonSegReader
+from .refer import RefCOCOReader
+
+__all__ += ["FPRefCOCOReader", "GRefCOCOReader", "ReasonSegReader", "RefCOCOReader"]
