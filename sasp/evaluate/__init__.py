@@ -10,13 +10,14 @@ Rows go to ``out_dir`` as they are computed (a killed run resumes where it stopp
 ``torchrun`` each process takes every world_size-th sample and rank 0 merges. See
 ``sasp.evaluate.harness`` for the flow, ``sasp.metrics`` for the definitions.
 """
-from .arms import Arm, Prediction, Predictor, arms_from_factory, check_arms, load_entry_point
+from .arms import Arm, ArmError, Prediction, Predictor, arms_from_factory, check_arms, load_entry_point
 from .harness import LimitedReader, compare, finish, fingerprint_of
 from .rows import RunError, RunMismatchError
 from .stats import ArmStats, Summary, paired_bootstrap, summarize
 
 __all__ = [
     "Arm",
+    "ArmError",
     "ArmStats",
     "LimitedReader",
     "Prediction",

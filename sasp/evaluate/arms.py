@@ -23,6 +23,10 @@ from ..data.base import Sample
 Predictor = Callable[[Sequence[Sample], Sequence[np.ndarray]], Sequence["Prediction"]]
 
 
+class ArmError(ValueError):
+    """An arm cannot be built: a bad entry point or a factory that breaks its contract."""
+
+
 class Prediction(NamedTuple):
     """One sample's answer.
 
@@ -80,14 +84,14 @@ def load_entry_point(spec: str) -> Any:
     """The object named by ``"package.module:attribute"`` (attribute may be dotted)."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(f"expected 'module:name', got {spec!r}")
+        raise ArmError(f"expected 'module:name', got {spec!r}")
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as err:
-        raise ValueError(f"cannot import {module_name} for {spec!r} ({type(err).__name__}: {err})") from None
+        raise ArmError(f"cannot import {module_name} for {spec!r} ({type(err).__name__}: {err})") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ValueError(f"{module_name} has no attribute {attr!r} (from {spec!r})")
+            raise ArmError(f"{module_name} has no attribute {attr!r} (from {spec!r})")
         obj = getattr(obj, part)
     return obj
 
@@ -107,10 +111,10 @@ def arms_from_factory(
     """
     make = load_entry_point(spec)
     if not callable(make):
-        raise ValueError(f"{spec} is not callable")
+        raise ArmError(f"{spec} is not callable")
     built = make(**kwargs)
     if not isinstance(built, tuple) or len(built) != 2 or not callable(built[1]):
-        raise ValueError(f"{spec}(**kwargs) must return (model, predict), got {type(built).__name__}")
+        raise ArmError(f"{spec}(**kwargs) must return (model, predict), got {type(built).__name__}")
     model, predict = built
 
     def baseline(samples: Sequence[Sample], images: Sequence[np.ndarray]) -> List[Prediction]:
