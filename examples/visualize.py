@@ -46,7 +46,7 @@ def main(argv=None) -> str:
     if args.image:
         image = load_image(args.image)
     else:
-        from sasp.cli import synthetic_image
+        from sasp.demo import synthetic_image
 
         image = synthetic_image()
     target = np.array([float(v) for v in args.color.split(",")], dtype=np.float32)

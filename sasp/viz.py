@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .config import SasPConfig
+from .data.image import load_image
 from .geometry import grid_padding, grid_shape
 
 POSITIVE_COLOR = (0, 255, 0)
@@ -31,6 +32,9 @@ NEGATIVE_COLOR = (255, 0, 0)
 NEUTRAL_COLOR = (255, 255, 0)
 MASK_COLOR = (255, 0, 255)
 HEATMAP_CMAP = "jet"
+DRAW_MAX_SIDE = 1024
+"""Images (and masks) are drawn from a copy at most this many pixels a side, so that drawing
+takes the same time and memory for a 640 px photo and a 10,000 px scan."""
 
 ImageLike = Union[str, os.PathLike, np.ndarray, Tensor, Any]
 
@@ -66,30 +70,6 @@ def _matplotlib():
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("sasp.viz needs matplotlib: pip install 'sasp[viz]'") from err
     return matplotlib, plt
-
-
-def load_image(image: ImageLike) -> np.ndarray:
-    """An RGB uint8 array [H, W, 3] from a path, a PIL image, an array or a tensor ([H, W, 3]
-    or [3, H, W], uint8 or float in [0, 1])."""
-    if isinstance(image, (str, os.PathLike)):
-        from PIL import Image
-
-        with Image.open(image) as im:
-            return np.asarray(im.convert("RGB"))
-    if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image
-        return np.asarray(image.convert("RGB"))
-    arr = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, -1)
-    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
-        arr = np.moveaxis(arr, 0, -1)
-    if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
-        raise ValueError(f"image must be [H, W, 3], [3, H, W] or [H, W], got shape {arr.shape}")
-    if arr.shape[-1] == 1:
-        arr = np.repeat(arr, 3, -1)
-    if arr.dtype != np.uint8:
-        arr = (np.clip(arr.astype(np.float64), 0, 1) * 255 + 0.5).astype(np.uint8)
-    return arr
 
 
 def _rows(x: Optional[Union[Tensor, np.ndarray]], dims: int, name: str) -> Optional[np.ndarray]:
@@ -138,6 +118,7 @@ def render(
     mask_alpha: float = 0.5,
     panel_size: int = 384,
     marker_size: float = 70.0,
+    colorbar: bool = True,
 ) -> Rendering:
     """Render the image, the similarity heat-map, the points and the mask; optionally save a PNG.
 
@@ -152,6 +133,10 @@ def render(
         grid_hw (tuple): token grid (rows, cols); default sqrt(N_p) x sqrt(N_p).
         titles (list[str]): one title per <SEG> row (e.g. the prompt).
         panel_size: the longer side of each panel, in output pixels.
+        colorbar: draw the heat-map's colour bar (normalised similarity, 0 to 1).
+
+    Large images are drawn from a copy of at most ``DRAW_MAX_SIDE`` pixels a side (points
+    and the heat-map stay in the original pixel coordinates).
 
     Returns:
         Rendering: the pixels, the path, and the panels (for ``Rendering.to_pixel``).
@@ -181,12 +166,14 @@ def render(
             raise ValueError("mask holds non-binary floats; threshold first (e.g. logits > 0)")
         masks = masks != 0
     grid = grid_shape(sims.shape[-1], grid_hw) if sims is not None else None
+    img, masks = _draw_copies(img, masks)
 
     kinds = (["similarity"] if sims is not None else []) + (["mask"] if masks is not None else [])
     kinds = kinds or ["image"]
     scale = panel_size / max(h, w)
     pw, ph = w * scale, h * scale
     title_px, legend_px, gap = 28, 34, 8
+    gap = gap + (24 if colorbar and sims is not None else 0)
     fig_w = len(kinds) * pw + (len(kinds) + 1) * gap
     fig_h = m * (ph + title_px + gap) + legend_px
     dpi = 100
@@ -203,12 +190,15 @@ def render(
                     s = sims[row].astype(np.float64)
                     span = s.max() - s.min()
                     s = (s - s.min()) / span if span > 0 else np.zeros_like(s)
-                    ax.imshow(
+                    heat = ax.imshow(
                         s.reshape(grid), cmap=HEATMAP_CMAP, vmin=0, vmax=1, alpha=heatmap_alpha,
                         extent=heatmap_extent((h, w), grid, cfg.geometry), interpolation="bilinear",
                     )
+                    if colorbar:
+                        cax = fig.add_axes(((left + pw + 2) / fig_w, bottom / fig_h, 6 / fig_w, ph / fig_h))
+                        fig.colorbar(heat, cax=cax).ax.tick_params(labelsize=6)
                 elif masks is not None:
-                    overlay = np.zeros((h, w, 4), np.float32)
+                    overlay = np.zeros(masks.shape[1:] + (4,), np.float32)
                     overlay[masks[row]] = (*(c / 255 for c in MASK_COLOR), mask_alpha)
                     ax.imshow(overlay, extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="nearest")
                 if pts is not None:
@@ -233,6 +223,21 @@ def render(
     finally:
         plt.close(fig)
     return rendering
+
+
+def _draw_copies(img: np.ndarray, masks: Optional[np.ndarray]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """The image (area-averaged) and masks (nearest) at most ``DRAW_MAX_SIDE`` a side."""
+    h, w = img.shape[:2]
+    scale = DRAW_MAX_SIDE / max(h, w)
+    if scale >= 1:
+        return img, masks
+    from PIL import Image
+
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BOX))
+    if masks is not None:
+        masks = np.stack([np.asarray(Image.fromarray(m).resize(size, Image.Resampling.NEAREST)) for m in masks])
+    return small, masks
 
 
 def _draw_points(ax, pts: np.ndarray, labs: np.ndarray, size: float) -> None:
