@@ -10,13 +10,16 @@ OpenCV 4.x ``modules/imgproc/src/drawing.cpp`` with ``shift=0`` and ``LINE_8``:
   from its left end (``LineIterator(..., left_to_right=true)``), clipped to the image with
   ``clipLine``'s integer arithmetic when an end lies outside;
 * the interior: the scanline fill of ``FillEdgeCollection``. Each non-horizontal edge is a
-  16.16 fixed-point ``x`` at its upper row and a step ``dx`` per row (C division, rounded
-  towards zero); row ``y`` holds the edges with ``y0 <= y < y1``; sorted by ``x`` they pair up
-  into spans ``[ceil(x_left), floor(x_right)]``, clipped to the image.
+  16.16 fixed-point ``x`` (shifted by half a pixel) at its upper row and a step ``dx`` per row
+  (C division, rounded towards zero); row ``y`` holds the edges with ``y0 <= y < y1``; sorted
+  by ``x`` they pair up into spans ``[floor(x_left), floor(x_right)]``, clipped to the image;
+* an edge with an end outside the image is set up from its clipped line's ends (its own ends
+  when the clipped line is horizontal), without the half-pixel shift.
 
 ``fillPoly`` paints the same outline itself, so the union of outline and interior is exactly
 what LISA's two calls produce. ``tests/data/test_polygon.py`` checks this bit for bit against
-masks drawn by ``opencv-python`` 4.8.0.74, the version LISA pins.
+masks drawn by ``opencv-python`` 4.8.0.74, the version LISA pins (4.10 paints the same;
+OpenCV 4.11 changed ``fillPoly``, so masks drawn with 4.11 or later differ on borders).
 """
 from __future__ import annotations
 

@@ -19,7 +19,8 @@ The mask is ``get_mask_from_json`` of LISA's ``utils/data_processing.py``, pixel
 each polygon as drawn; ties: the later polygon first), with value 255 (``IGNORE``) when the
 label contains "ignore", 1 otherwise; each polygon's vertices are truncated to integers and
 painted as ``cv2.polylines`` + ``cv2.fillPoly`` paint them (``sasp.data._polygon`` reproduces
-OpenCV 4.8 exactly, without OpenCV). Every shape is a polygon of its points whatever its
+OpenCV 4.8, which LISA pins, exactly and without OpenCV; OpenCV 4.11 and later paint polygon
+borders differently). Every shape is a polygon of its points whatever its
 ``shape_type``, as in LISA. The mask has the size of the image after its EXIF rotation (the
 image OpenCV decodes).
 """

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
@@ -36,6 +36,17 @@ ANSWER = "Sure, [SEG]."
 
 IMAGE_DIRS = ("images/mscoco/images/train2014", "images/train2014")
 """Where the COCO train2014 images are looked for under ``root`` (LISA's, then G_REFER's)."""
+
+
+class _Item(NamedTuple):
+    id: str
+    image: str
+    query: str
+    has_target: bool
+    answer: Optional[str]
+    meta: Dict[str, Any]
+    ann_ids: Optional[List[int]]  # None: no target
+    problem: Optional[str]  # set: target() raises SampleError with it
 
 
 class RefCOCOReader(Reader):
@@ -77,12 +88,13 @@ class RefCOCOReader(Reader):
             raise DatasetError(f"dataset root not found: {self.root}")
         folder = os.path.join(self.root, dataset)
         self.index_path, refs = self._read_refs(folder)
-        instances_path = os.path.join(folder, "instances.json")
         refs = self._select(refs)
-        images, anns = _read_instances(instances_path, refs)
+        instances_path = os.path.join(folder, "instances.json")
+        if not os.path.isfile(instances_path):
+            raise DatasetError(f"missing index file: {instances_path}")
         self.image_dir = image_folder(self.root, None if image_dir is None else os.fspath(image_dir), IMAGE_DIRS)
-        self._anns = anns
-        self._items: List[Tuple[str, str, bool, Optional[str], Dict[str, Any], Optional[List[int]], Optional[str]]] = []
+        images, self._anns = _read_instances(instances_path, refs)  # the slow part, last
+        self._items: List[_Item] = []
         for ref in refs:
             image = images.get(ref["image_id"])
             if image is None:
@@ -137,7 +149,7 @@ class RefCOCOReader(Reader):
                 raise DatasetError(f"{path}: ref {r['ref_id']!r} has sentences without a 'sent' string")
         return chosen
 
-    def _item(self, ref: Dict[str, Any], j: int, sent: Dict[str, Any], image: Dict[str, Any]):
+    def _item(self, ref: Dict[str, Any], j: int, sent: Dict[str, Any], image: Dict[str, Any]) -> _Item:
         query = sent["sent"].strip().lower()
         ids, problem = self._target_ids(ref)
         has_target, answer, extra = self._describe(ref, sent, query, ids is not None)
@@ -158,12 +170,13 @@ class RefCOCOReader(Reader):
         meta.update(extra)
         sample_id = f"{self.dataset}/{self.split}/ref{ref['ref_id']}/sent{j}"
         path = os.path.join(self.image_dir, image["file_name"])
-        return sample_id, path, has_target, answer, query, meta, (ids if has_target else None), problem
+        return _Item(sample_id, path, query, has_target, answer, meta, ids if has_target else None, problem)
 
     def _target(self, index: int) -> np.ndarray:
-        sample_id, _, _, _, _, meta, ids, problem = self._items[index]
-        if problem is not None:
-            raise SampleError(f"{sample_id}: {problem}")
+        item = self._items[index]
+        sample_id, meta, ids = item.id, item.meta, item.ann_ids
+        if item.problem is not None:
+            raise SampleError(f"{sample_id}: {item.problem}")
         h, w = meta["height"], meta["width"]
         out = np.zeros((h, w), np.uint8)
         for ann_id in ids or ():
@@ -182,15 +195,15 @@ class RefCOCOReader(Reader):
         if not -len(self._items) <= index < len(self._items):
             raise IndexError(f"index {index} out of range for {len(self._items)} samples")
         index %= len(self._items)
-        sample_id, path, has_target, answer, query, meta, _, _ = self._items[index]
+        item = self._items[index]
         return Sample(
-            id=sample_id,
-            image=path,
-            query=query,
+            id=item.id,
+            image=item.image,
+            query=item.query,
             target=functools.partial(self._target, index),
-            has_target=has_target,
-            answer=answer,
-            meta=dict(meta),
+            has_target=item.has_target,
+            answer=item.answer,
+            meta=dict(item.meta),
         )
 
     def fingerprint(self) -> Dict[str, Any]:
