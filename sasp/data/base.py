@@ -45,6 +45,8 @@ class Sample:
             whose correct answer has no [SEG].
         answer: the answer a model is trained towards ("Sure, [SEG]." or a refusal).
         meta: anything else the reader knows (dataset, split, image size, tier ...).
+        instruction: the instruction exactly as the model is asked, when the dataset defines
+            one; None: ``instruction_for`` builds LISA's question form from ``query``.
     """
 
     id: str
@@ -54,6 +56,20 @@ class Sample:
     has_target: bool = True
     answer: Optional[str] = None
     meta: Dict[str, Any] = field(default_factory=dict)
+    instruction: Optional[str] = None
+
+
+def instruction_for(sample: Sample) -> str:
+    """What the model is asked about ``sample``: its ``instruction``, else LISA's validation
+    forms (dvlab-research/LISA ``utils/dataset.py`` ``ValDataset``): a full sentence
+    (``meta["is_sentence"]``) becomes "{query} Please output segmentation mask.", a phrase
+    "What is {query} in this image? Please output segmentation mask."."""
+    if sample.instruction:
+        return sample.instruction
+    query = sample.query.strip()
+    if sample.meta.get("is_sentence"):
+        return f"{query} Please output segmentation mask."
+    return f"What is {query} in this image? Please output segmentation mask."
 
 
 class Reader(Sequence[Sample]):

@@ -21,6 +21,8 @@ _EXPORTS = {
     "InputError": "configuration_seg_llava",
     "SegLlavaProcessor": "processing_seg_llava",
     "build_tiny": "tiny",
+    "seg_llava_arms": "evaluation",
+    "seg_llava_predictor": "evaluation",
     "build_tiny_tokenizer": "tiny",
     "load_model": "loading",
     "CheckpointError": "sam",
