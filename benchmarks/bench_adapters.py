@@ -2,6 +2,7 @@
 
     python benchmarks/bench_adapters.py            # LISA (N_p 256) and READ (N_p 576) shapes
     python benchmarks/bench_adapters.py --quick    # fewer repetitions
+    python benchmarks/bench_adapters.py --threads 1 --csv my.csv
 
 The stage is what a LISA-family forward runs after the LLM, per image: the projection of the
 last-layer hidden states (here a free slice, so that its cost does not dilute the ratio), the
@@ -18,8 +19,10 @@ ViT-B's decoder dimensions (prompt dim 256, 64 x 64 image embedding, 2 two-way b
   shared machine is larger than what it measures.
 
 Target: SasP compute / baseline stage <= 5%. The end-to-end ratio wrapped / baseline is printed
-beside it (it contains the decoder's extra tokens, which any point-prompted SAM pays). Appends
-CSV rows (machine, versions, date).
+beside it (it contains the decoder's extra tokens, which any point-prompted SAM pays). Torch
+runs on a pinned number of threads (``--threads``, default 2) so that runs compare; the header
+names the machine. Appends CSV rows (machine, versions, date) to ``benchmarks/out/`` by default,
+a folder that git ignores (the script writes its ``.gitignore``).
 """
 from __future__ import annotations
 
@@ -38,6 +41,8 @@ from _common import machine, timeit, write_csv  # noqa: E402
 import sasp  # noqa: E402
 from sasp import SasPConfig  # noqa: E402
 from sasp.adapters import CallContext, SegPipelineSpec, disabled, wrap  # noqa: E402
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 
 SEG, IMAGE = 32000, -200
 TARGET = 1.05
@@ -132,6 +137,15 @@ def inputs(num_patches: int, segs: int, d: int, rows: int = 1, seed: int = 0):
     return input_ids, hidden, image_embeddings, [sizes[r % len(sizes)] for r in range(rows)]
 
 
+def _ignored_folder(path: str) -> None:
+    """Create ``path`` with a ``.gitignore`` that keeps everything in it out of git."""
+    os.makedirs(path, exist_ok=True)
+    marker = os.path.join(path, ".gitignore")
+    if not os.path.exists(marker):
+        with open(marker, "w") as f:
+            f.write("# benchmark output, not tracked\n*\n")
+
+
 def median(xs: List[float]) -> float:
     xs = sorted(xs)
     return xs[len(xs) // 2]
@@ -140,9 +154,11 @@ def median(xs: List[float]) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    ap.add_argument("--csv", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_adapters.csv"))
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads, pinned for the whole run (default 2)")
+    ap.add_argument("--csv", default=os.path.join(OUT, "bench_adapters.csv"), help="CSV file to append to (default: benchmarks/out/)")
     args = ap.parse_args(argv)
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     warnings.simplefilter("ignore", RuntimeWarning)  # project() leaves its queued points unused
@@ -212,6 +228,8 @@ def main(argv=None) -> int:
         rows.append({**info, "pipeline": name, "num_patches": n_p, "segs": segs, "baseline_ms": f"{base:.3f}",
                      "points_given_ms": f"{given_ms:.3f}", "wrapped_ms": f"{wrapped:.3f}", "sasp_compute_ms": f"{hook_ms:.4f}",
                      "sasp_compute_share": f"{share:.5f}", "sasp_compute_share_min": f"{share_min:.5f}", "wrapped_over_baseline": f"{e2e:.4f}"})
+    if os.path.dirname(os.path.abspath(args.csv)) == OUT:
+        _ignored_folder(OUT)
     write_csv(args.csv, rows)
     print(f"\nTarget: SasP compute adds <= {100 * (TARGET - 1):.0f}% to the prompt-encoder + mask-decoder stage")
     print(f"  [{'PASS' if worst <= TARGET - 1 else 'MISS'}] worst: {100 * worst:.2f}%")
