@@ -98,6 +98,26 @@ def intersection_union(
     return inter.long(), union.long()
 
 
+def count_intersection_union(pred: np.ndarray, target: np.ndarray, ignore_index: Optional[int] = IGNORE_INDEX) -> Tuple[int, int]:
+    """``intersection_union`` of one mask pair [H, W] in numpy, without torch (the per-sample
+    path of an evaluation loop). pred: bool or 0/1 [H, W]; target: {0, 1, ignore_index}."""
+    p = np.asarray(pred)
+    t = np.asarray(target)
+    if p.ndim != 2 or p.shape != t.shape:
+        raise ValueError(f"pred {p.shape} and target {t.shape} must be the same [H, W] shape")
+    if p.dtype.kind == "f" and not np.isin(p, (0.0, 1.0)).all():
+        raise ValueError("pred holds non-binary floats; threshold first (LISA uses logits > 0, sigmoid outputs use > 0.5)")
+    p = p.astype(bool, copy=False)
+    t_bin = t != 0
+    if ignore_index is not None:
+        ignored = t == ignore_index
+        if ignored.any():
+            t_bin &= ~ignored
+            p = p & ~ignored
+    inter = int(np.count_nonzero(p & t_bin))
+    return inter, int(np.count_nonzero(p)) + int(np.count_nonzero(t_bin)) - inter
+
+
 def mask_iou(inter: ArrayLike, union: ArrayLike, eps: float = GIOU_EPS) -> Tensor:
     """Per-mask IoU as LISA scores it: I / (U + eps), and 1.0 where U == 0. float64 [N]."""
     i = torch.as_tensor(inter, dtype=torch.float64)
@@ -301,6 +321,7 @@ __all__ = [
     "PROTOCOLS",
     "SegMetrics",
     "ciou",
+    "count_intersection_union",
     "giou",
     "intersection_union",
     "mask_iou",

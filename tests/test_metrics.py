@@ -8,6 +8,7 @@ from sasp.metrics import (
     SegMetrics,
     ciou,
     ciou_from_counts,
+    count_intersection_union,
     giou,
     giou_from_scores,
     intersection_union,
@@ -191,3 +192,21 @@ def test_row_functions_reject_bad_input():
         sample_scores([3], [2], [False], [True])
     with pytest.raises(ValueError, match="zero samples"):
         giou_from_scores([])
+
+
+def test_count_intersection_union_numpy_path():
+    gt = GT_A.numpy().astype(np.uint8)
+    gt[0, :] = 255  # the hand-computed case of test_ignore_index_excluded_from_both_counts
+    assert count_intersection_union(PRED_A.numpy().astype(bool), gt) == (2, 8)
+    assert count_intersection_union(PRED_A.numpy(), gt, ignore_index=None) == (6, 12)
+    rng = np.random.default_rng(0)
+    for h, w in [(1, 1), (7, 9), (33, 65)]:
+        pred = rng.random((h, w)) > 0.5
+        target = rng.choice(np.array([0, 1, 255], np.uint8), size=(h, w), p=[0.5, 0.4, 0.1])
+        inter, union = intersection_union(pred, target)
+        assert count_intersection_union(pred, target) == (int(inter[0]), int(union[0]))
+        assert count_intersection_union(pred.astype(np.float32), target) == (int(inter[0]), int(union[0]))
+    with pytest.raises(ValueError, match="threshold"):
+        count_intersection_union(np.full((2, 2), 0.5), np.zeros((2, 2), np.uint8))
+    with pytest.raises(ValueError, match="same"):
+        count_intersection_union(np.zeros((2, 3), bool), np.zeros((2, 2), np.uint8))

@@ -174,6 +174,8 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     run_.add_argument("--resamples", type=int, default=2000, metavar="B", help="bootstrap resamples (default 2000)")
     run_.add_argument("--fail-fast", action="store_true", help="stop at the first model error instead of recording it")
     run_.add_argument("--no-plot", action="store_true", help="do not write compare.png")
+    run_.add_argument("--no-fsync", action="store_true",
+                      help="no fsync per sample (a killed process loses no rows either way; a machine crash may)")
     run_.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -256,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
         summary = compare(
             reader, arms, args.out, batch_size=args.batch_size, num_workers=args.workers, seed=args.seed,
             protocol=protocol, resamples=args.resamples, progress=not args.quiet, plot=not args.no_plot,
-            fail_fast=args.fail_fast,
+            fail_fast=args.fail_fast, fsync=not args.no_fsync,
         )
     except (CommandError, ArmError, DatasetError, RunError) as err:
         print(f"sasp compare: error: {err}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """``compare``: run two arms over the same samples, row by row, resumable and sharded.
 
-Flow: samples are read in the reader's order; under ``torch.distributed`` sample i belongs to
-rank ``i % world_size``. A torch DataLoader (workers optional) loads each sample's image and
+Flow: samples are read in the reader's order; under ``torch.distributed`` the samples still
+to do are dealt round-robin (in a fresh run sample i goes to rank ``i % world_size``). A torch DataLoader (workers optional) loads each sample's image and
 target; both arms predict on the same batch, one after the other; each (sample, arm) becomes
 one row appended to the rank's row file (``sasp.evaluate.rows``). A sample that cannot be read
 (missing image, ``SampleError`` from its target) or on which an arm raises becomes an error
@@ -24,7 +24,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data.base import Reader, Sample, SampleError
 from ..data.image import load_image
-from ..metrics import CIOU_EPS, COUNT_EPS, GIOU_EPS, GSVA_GIOU_EPS, IGNORE_INDEX, PROTOCOLS, intersection_union, sample_scores
+from ..metrics import (
+    CIOU_EPS, COUNT_EPS, GIOU_EPS, GSVA_GIOU_EPS, IGNORE_INDEX, PROTOCOLS, count_intersection_union, sample_scores,
+)
 from .arms import Arm, Prediction, check_arms
 from .report import write_reports
 from .rows import (
@@ -176,12 +178,11 @@ def _row(item: _Loaded, arm: str, pred: Any, seconds: Optional[float], protocol:
         mask = np.asarray(mask)
         if mask.shape != target.shape:
             raise ValueError(f"mask shape {tuple(mask.shape)} differs from the image's {tuple(target.shape)}")
-        inter, union = intersection_union(mask, target, IGNORE_INDEX)
+        i, u = count_intersection_union(mask, target, IGNORE_INDEX)
         has_object = bool(has_object)
     except (ValueError, TypeError) as err:
         row["error"] = _one_line(err, f"prediction ({arm})")
         return row
-    i, u = int(inter[0]), int(union[0])
     score = sample_scores([i], [u], [row["target_empty"]], [has_object], protocol)[0]
     row.update(intersection=i, union=u, iou=float(score[0]), pred_empty=not bool(mask.any()),
                pred_has_object=has_object)
@@ -259,14 +260,18 @@ def compare(
 
     own = rank_file(out, rank)
     done: Set[Tuple[int, str]] = {(int(r["index"]), r["arm"]) for r in read_all_rows(out, own=own)}
+    if dist is not None:
+        dist.barrier()  # every rank has read the same rows before any rank appends
+    # the samples still to do, dealt round-robin: sample i goes to rank i % world in a fresh
+    # run, and a resumed run spreads what is left evenly whatever the earlier world size was
+    todo = [i for i in range(len(reader)) if any((i, a) not in done for a in names)][rank::world]
     shard = range(rank, len(reader), world)
-    todo = [i for i in shard if any((i, a) not in done for a in names)]
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     loader = DataLoader(_LoadSet(reader, todo), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=_collate)
-    bar = _progress(len(shard), len(shard) - len(todo), progress and rank == 0)
+    bar = _progress(len(shard), max(len(shard) - len(todo), 0), progress and rank == 0)
     try:
         with RowWriter(own, fsync=fsync) as writer:
             for batch in loader:
