@@ -2,6 +2,9 @@
 
     python examples/retrofit_lisa.py      # runs those lines on a tiny random LISA (CPU, seconds)
 
+The tiny LISA is ``sasp.testing``'s test double (LISA's forward structure, random weights);
+with a real LISA, replace ``build_tiny`` / ``make_batch`` by LISA's own model and data loader.
+
 LISA's ``train_ds.py``, after the model is built (before or after ``get_peft_model`` and
 ``deepspeed.initialize``, both are reached through)::
 
