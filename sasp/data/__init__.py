@@ -13,3 +13,6 @@ from .reasonseg import ReasonSegReader
 from .refer import RefCOCOReader
 
 __all__ += ["FPRefCOCOReader", "GRefCOCOReader", "ReasonSegReader", "RefCOCOReader"]
+from .synthetic import SyntheticReasonSeg
+
+__all__ += ["SyntheticReasonSeg"]

@@ -24,9 +24,9 @@ Queries (``meta["tier"]``), unambiguous by construction (see ``sasp.data._querie
   the star": one [SEG] whose mask is the union of the targets;
 - ``false_premise``: "the purple star" when there is none; answer ``REFUSAL``, empty mask.
 
-``Sample.query`` is the phrase inside one of LISA's question forms ("Please segment the blue
-triangle."); ``meta["expression"]`` is the bare phrase. Every token of a query or an answer
-(``split_words``) is in ``VOCABULARY``.
+``Sample.query`` is the phrase ("the blue triangle"); ``Sample.instruction`` is that phrase in
+one of LISA's question forms ("Please segment the blue triangle."), what the model is asked.
+Every token of an instruction or an answer (``split_words``) is in ``VOCABULARY``.
 """
 from __future__ import annotations
 
@@ -162,7 +162,7 @@ def generate(split: str, seed: int, index: int, tier: str) -> Sample:
             break
     else:  # pragma: no cover - every tier is supported by a large share of scenes
         raise RuntimeError(f"no {tier} query in {_SCENE_TRIES} scenes for {split}/{seed}/{index}")
-    query = prompt(rng, cand)
+    instruction = prompt(rng, cand)
     bg, image = render(rng, scene)
     owner, ids = scene.owner, np.asarray(cand.targets, dtype=np.uint8) + 1
 
@@ -176,12 +176,13 @@ def generate(split: str, seed: int, index: int, tier: str) -> Sample:
     ]
     meta: Dict[str, Any] = {
         "dataset": "synthetic", "split": split, "seed": seed, "index": index, "tier": tier,
-        "family": cand.family, "expression": cand.expression, "targets": list(cand.targets),
+        "family": cand.family, "targets": list(cand.targets),
         "anchor": cand.anchor, "objects": objects, "background": bg, "height": height, "width": width,
     }
     has_target = bool(cand.targets)
-    return Sample(id=f"synthetic/{split}/{seed}/{index}", image=image, query=query, target=target,
-                  has_target=has_target, answer=ANSWER if has_target else REFUSAL, meta=meta)
+    return Sample(id=f"synthetic/{split}/{seed}/{index}", image=image, query=cand.expression, target=target,
+                  has_target=has_target, answer=ANSWER if has_target else REFUSAL, meta=meta,
+                  instruction=instruction)
 
 
 class SyntheticReasonSeg(Reader):

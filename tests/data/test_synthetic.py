@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from sasp.data import load_image
+from sasp.data.base import instruction_for
 from sasp.data._shapes import cross_raster, disc_raster, polygon_raster, rect_raster, regular_polygon
 from sasp.data.synthetic import (
     ANSWER, MARGIN, MIN_VISIBLE_FRACTION, MIN_VISIBLE_PIXELS, REFUSAL, TIERS, VOCABULARY,
@@ -232,11 +233,11 @@ def test_determinism_independent_of_order():
     for x, y in [(later, fresh[9]), (a[3], fresh[3])]:
         np.testing.assert_array_equal(x.image, y.image)
         np.testing.assert_array_equal(x.target(), y.target())
-        assert (x.query, x.answer, x.meta) == (y.query, y.answer, y.meta)
+        assert (x.query, x.instruction, x.answer, x.meta) == (y.query, y.instruction, y.answer, y.meta)
     assert a[-1].id == fresh[11].id == "synthetic/train/5/11"
     digests = {hashlib.sha1(s.image.tobytes()).hexdigest() for s in fresh}
     assert len(digests) == 12
-    assert len({s.query for s in fresh}) > 6
+    assert len({s.instruction for s in fresh}) > 6
     other_seed = SyntheticReasonSeg("train", size=12, seed=6)[9]
     assert other_seed.image.shape != later.image.shape or not np.array_equal(other_seed.image, later.image)
 
@@ -284,7 +285,8 @@ def test_sample_contract(samples):
         assert 2 <= len(s.meta["objects"]) <= 6
         assert s.answer == (ANSWER if s.has_target else REFUSAL)
         assert ("[SEG]" in s.answer) == s.has_target == (s.meta["tier"] != "false_premise")
-        assert s.meta["expression"] in s.query
+        assert s.query in s.instruction and instruction_for(s) == s.instruction
+        assert s.instruction[0].isupper() and s.instruction.endswith((".", "?"))
         if not s.has_target:
             assert mask.sum() == 0 and s.meta["targets"] == []
 
@@ -323,8 +325,8 @@ def test_same_colour_objects_do_not_touch(scenes):
 def test_every_query_denotes_exactly_its_targets(scenes):
     seen = set()
     for s, oracle in scenes:
-        denoted = Reading(s, oracle).denote(s.meta["expression"])
-        assert denoted == set(s.meta["targets"]), (s.id, s.query)
+        denoted = Reading(s, oracle).denote(s.query)
+        assert denoted == set(s.meta["targets"]), (s.id, s.instruction)
         tier = s.meta["tier"]
         seen.add((tier, s.meta["family"]))
         if tier == "false_premise":
@@ -334,7 +336,7 @@ def test_every_query_denotes_exactly_its_targets(scenes):
         else:
             assert len(denoted) == 1
         if tier == "relational":
-            assert re.search(r"left of|right of|above|below|largest|smallest", s.meta["expression"])
+            assert re.search(r"left of|right of|above|below|largest|smallest", s.query)
     assert {t for t, _ in seen} == set(TIERS)
     assert len(seen) >= 18  # most query families appear in 100 samples
 
@@ -343,7 +345,7 @@ def test_false_premises_describe_nothing_in_the_scene():
     families = set()
     for s in SyntheticReasonSeg("train", size=150, seed=2, tiers=["false_premise"]):
         families.add(s.meta["family"])
-        assert Reading(s).denote(s.meta["expression"]) == set(), s.query
+        assert Reading(s).denote(s.query) == set(), s.instruction
         assert not s.has_target and s.answer == REFUSAL and "[SEG]" not in s.answer
         assert s.target().sum() == 0
     assert families == {"colour", "colour_kind", "kind", "plural", "relation", "shape_cue"}
@@ -358,13 +360,13 @@ def test_relations_hold_by_centroid():
         relations += 1
         _, _, _, c = oracle_scene(s)
         (t,), a = s.meta["targets"], s.meta["anchor"]
-        if " left of " in s.meta["expression"]:
+        if " left of " in s.query:
             assert c[t, 0] < c[a, 0]
-        if " right of " in s.meta["expression"]:
+        if " right of " in s.query:
             assert c[t, 0] > c[a, 0]
-        if " above " in s.meta["expression"]:
+        if " above " in s.query:
             assert c[t, 1] < c[a, 1]
-        if " below " in s.meta["expression"]:
+        if " below " in s.query:
             assert c[t, 1] > c[a, 1]
     assert relations >= 10
 
@@ -376,7 +378,7 @@ def test_vocabulary_is_closed(samples):
     assert len(VOCABULARY) < 120
     used = set()
     for s in samples:
-        words = split_words(s.query) + split_words(s.answer)
+        words = split_words(s.instruction) + split_words(s.answer)
         assert set(words) <= set(VOCABULARY), set(words) - set(VOCABULARY)
         used.update(words)
     assert len(used) > 0.6 * len(VOCABULARY)
