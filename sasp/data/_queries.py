@@ -224,7 +224,8 @@ def reasoning(f: Facts) -> Dict[str, List[Candidate]]:
     for anchor, k in enumerate(f.kinds):
         mates = tuple(i for i in f.where(colour=f.colours[anchor]) if i != anchor)
         if len(f.where(kinds=frozenset({k}))) == 1 and len(mates) == 1:
-            out.setdefault("same_colour", []).append(Candidate("same_colour", SAME_COLOUR.format(f"the {k}"), mates, anchor))
+            phrase = SAME_COLOUR.format(f"the {k}")
+            out.setdefault("same_colour", []).append(Candidate("same_colour", phrase, mates, anchor))
     return out
 
 

@@ -191,7 +191,8 @@ def background(rng: np.random.Generator, height: int, width: int) -> Tuple[str, 
     top = BACKGROUND_LEVELS - 1
     if kind == "gradient":
         t = rng.uniform(0, 2 * math.pi)
-        ramp = (np.arange(width, dtype=np.float32) * math.cos(t))[None, :] + (np.arange(height, dtype=np.float32) * math.sin(t))[:, None]
+        ramp = ((np.arange(width, dtype=np.float32) * math.cos(t))[None, :]
+                + (np.arange(height, dtype=np.float32) * math.sin(t))[:, None])
         ramp -= ramp.min()
         ramp *= top / max(float(ramp.max()), 1.0)
         levels = (ramp + 0.5).astype(np.uint8)

@@ -5,7 +5,8 @@ Each sample is a pure function of ``(split, seed, index)``: its generator is
 ``np.random.default_rng([DOMAIN, SPLITS[split], seed, index])``, so a sample does not depend on
 which samples were read before it, or in which process. The val and test sets are fixed
 (seed 0 of their own split keys, disjoint from train's); a smaller set is a prefix of a larger
-one. Nothing is stored: a train set of a million samples costs nothing until read.
+one. Nothing is stored: a train set of a million samples costs nothing until read. (NumPy may
+change a Generator's streams between its releases; the sets are then regenerated differently.)
 
 Scene: an image of 128..640 pixels a side, aspect (width / height) 1:3..3:1, a textured
 background (gradient, stripes, checker or blocky noise, plus fine grey noise over everything)

@@ -279,6 +279,7 @@ def test_sample_contract(samples):
     for s in samples:
         h, w = s.meta["height"], s.meta["width"]
         assert s.image.shape == (h, w, 3) and s.image.dtype == np.uint8
+        assert 128 <= min(h, w) and max(h, w) <= 640 and 1 / 3 <= w / h <= 3
         assert load_image(s.image) is not None
         mask = s.target()
         assert mask.shape == (h, w) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
