@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from typing import Any, Callable, Dict, List, NamedTuple, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -100,19 +100,20 @@ def arms_from_factory(
     spec: str,
     kwargs: Dict[str, Any],
     names: Tuple[str, str] = ("baseline", "sasp"),
+    device: Optional[str] = None,
 ) -> Tuple[Arm, Arm]:
     """Two arms over one model from ``spec = "module:make"``.
 
-    ``make(**kwargs)`` returns ``(model, predict)`` with
+    ``make(**kwargs)`` (plus ``device=device`` when given) returns ``(model, predict)`` with
     ``predict(model, samples, images) -> list[Prediction]``; the model is wrapped with SasP
     (e.g. ``sasp.wrap_lisa``). The baseline arm calls ``predict`` inside
     ``sasp.disabled(model)``, the candidate calls it as it is. Both arms' ``describe`` hold
-    the spec and kwargs, so the fingerprint changes when either does.
+    the spec and kwargs (not the device), so the fingerprint changes when either does.
     """
     make = load_entry_point(spec)
     if not callable(make):
         raise ArmError(f"{spec} is not callable")
-    built = make(**kwargs)
+    built = make(**kwargs) if device is None else make(**kwargs, device=device)
     if not isinstance(built, tuple) or len(built) != 2 or not callable(built[1]):
         raise ArmError(f"{spec}(**kwargs) must return (model, predict), got {type(built).__name__}")
     model, predict = built

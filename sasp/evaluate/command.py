@@ -100,10 +100,9 @@ def _factory_arms(args: argparse.Namespace) -> Tuple[Arm, Arm]:
     if not args.model:
         raise CommandError("--arms factory needs --model module:factory")
     kwargs = dict(args.model_args)
-    if args.device is not None and "device" not in kwargs:
-        kwargs["device"] = args.device
+    device = None if "device" in kwargs else (args.device or "cpu")
     label = args.model.rpartition(":")[2]
-    return arms_from_factory(args.model, kwargs, names=(label, f"{label}+sasp"))
+    return arms_from_factory(args.model, kwargs, names=(label, f"{label}+sasp"), device=device)
 
 
 DATA_KINDS["toy"] = _toy_reader
@@ -153,8 +152,8 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     arms = p.add_argument_group("arms")
     arms.add_argument("--arms", metavar="NAME", help=f"arm builder: {', '.join(sorted(ARM_BUILDERS))} "
                       "(default: factory with --model, seg_llava with --baseline/--candidate)")
-    arms.add_argument("--model", metavar="MODULE:FACTORY", help="factory(**model_args) -> (model, predict); "
-                      "the baseline runs predict inside sasp.disabled(model)")
+    arms.add_argument("--model", metavar="MODULE:FACTORY", help="factory(device=..., **model_args) -> "
+                      "(model, predict); the baseline runs predict inside sasp.disabled(model)")
     arms.add_argument("--model-arg", dest="model_args", action="append", type=_key_value, default=[],
                       metavar="KEY=VALUE", help="keyword argument of the factory (repeatable)")
     arms.add_argument("--baseline", metavar="PATH", help="baseline checkpoint (builders that load two models)")
@@ -199,6 +198,9 @@ def _init_distributed() -> Tuple[bool, int]:
     if int(os.environ.get("WORLD_SIZE", 1)) <= 1 or dist.is_initialized():
         return False, local_rank
     if torch.cuda.is_available():
+        if local_rank >= torch.cuda.device_count():
+            raise CommandError(f"process {local_rank} of this node has no GPU ({torch.cuda.device_count()} visible); "
+                               "start at most one process per GPU (torchrun --nproc-per-node)")
         torch.cuda.set_device(local_rank)
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return True, local_rank
@@ -242,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
 
     for opt in ("model_args", "data_args", "arm_args"):
         setattr(args, opt, dict(getattr(args, opt) or []))
-    created = False
+    created, rank = False, 0
     try:
         if args.batch_size < 1 or args.workers < 0 or args.resamples < 1:
             raise CommandError("--batch-size and --resamples must be >= 1, --workers >= 0")
@@ -261,7 +263,8 @@ def run(args: argparse.Namespace) -> int:
             fail_fast=args.fail_fast, fsync=not args.no_fsync,
         )
     except (CommandError, ArmError, DatasetError, RunError) as err:
-        print(f"sasp compare: error: {err}", file=sys.stderr)
+        if rank == 0:  # every rank meets the same error; one line is enough
+            print(f"sasp compare: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sasp compare: interrupted; run the same command again to resume", file=sys.stderr)

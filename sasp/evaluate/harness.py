@@ -264,14 +264,15 @@ def compare(
         dist.barrier()  # every rank has read the same rows before any rank appends
     # the samples still to do, dealt round-robin: sample i goes to rank i % world in a fresh
     # run, and a resumed run spreads what is left evenly whatever the earlier world size was
-    todo = [i for i in range(len(reader)) if any((i, a) not in done for a in names)][rank::world]
-    shard = range(rank, len(reader), world)
+    left = [i for i in range(len(reader)) if any((i, a) not in done for a in names)]
+    todo = left[rank::world]
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     loader = DataLoader(_LoadSet(reader, todo), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=_collate)
-    bar = _progress(len(shard), max(len(shard) - len(todo), 0), progress and rank == 0)
+    finished = (len(reader) - len(left)) // world  # this rank's share of the samples done before
+    bar = _progress(finished + len(todo), finished, progress and rank == 0)
     try:
         with RowWriter(own, fsync=fsync) as writer:
             for batch in loader:

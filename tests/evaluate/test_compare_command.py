@@ -85,7 +85,7 @@ def test_factory_entry_point_runs_baseline_inside_disabled(tmp_path, fake_model_
     assert "baseline: make |" in out and "candidate: make+sasp |" in out and f"wrote {tmp_path}" in out
     run = json.loads((tmp_path / "run.json").read_text())["fingerprint"]
     assert run["arms"]["baseline"]["describe"] == {"model": "fake_seg_entry:make", "sasp": False,
-                                                   "kwargs": {"checkpoint": "ckpt", "device": "cpu"}}
+                                                   "kwargs": {"checkpoint": "ckpt"}}  # not the device
     # another checkpoint is another run
     rc = command.main(["--data", "toy", "--data-arg", "n=5", "--model", "fake_seg_entry:make",
                        "--model-arg", "checkpoint=other", "--device", "cpu", "--out", str(tmp_path), *QUIET])
