@@ -118,12 +118,15 @@ def _core(model: nn.Module) -> nn.Module:
     return inner
 
 
-def set_arm(model: nn.Module, sasp: Optional[SasPConfig]) -> nn.Module:
+def set_arm(model: nn.Module, sasp: Optional[SasPConfig], sam_prompt: str = "both") -> nn.Module:
     """Switch ``model`` to the baseline arm (``sasp=None``) or to SasP with ``sasp``; returns it.
+
+    ``sam_prompt`` (SasP arm): SAM gets the points and the [SEG] embedding ("both", READ) or
+    the points only ("points").
 
     The arm is part of the model configuration (``config.sasp``, saved with every
     checkpoint), so a reloaded checkpoint computes what it was trained with."""
-    _core(model).config.with_sasp(sasp)
+    _core(model).config.with_sasp(sasp, sam_prompt if sasp is not None else "both")
     return model
 
 

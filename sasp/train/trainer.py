@@ -17,6 +17,8 @@ DeepSpeed config work unchanged):
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import platform
@@ -24,7 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
-from transformers import Trainer
+from transformers import PreTrainedModel, Trainer
 
 RUN_CONFIG_NAME = "sasp_run.json"
 DATA_ORDER_DIR = "data_order"
@@ -49,7 +51,7 @@ def _versions() -> Dict[str, str]:
     return out
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     """``json.dumps`` default: dataclasses, tuples, torch dtypes, paths -> plain values."""
     import dataclasses
 
@@ -172,8 +174,18 @@ class SegTrainer(Trainer):
         return record
 
     def _save(self, output_dir: Optional[str] = None, state_dict: Optional[Dict[str, Tensor]] = None) -> None:
-        super()._save(output_dir, state_dict=state_dict)
+        # transformers >= 5 writes LLaVA checkpoints in the legacy key layout by default, which
+        # Trainer's resume (a plain load_state_dict) cannot read back: keep the module names
+        target = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        keep_names = isinstance(target, PreTrainedModel) and "save_original_format" in inspect.signature(target.save_pretrained).parameters
+        if keep_names:
+            target.save_pretrained = functools.partial(type(target).save_pretrained, target, save_original_format=False)
+        try:
+            super()._save(output_dir, state_dict=state_dict)
+        finally:
+            if keep_names:
+                del target.save_pretrained
         if self.args.should_save:
             output_dir = output_dir if output_dir is not None else self.args.output_dir
             with open(os.path.join(output_dir, RUN_CONFIG_NAME), "w") as f:
-                json.dump(self.run_record(), f, indent=2, sort_keys=True, default=_jsonable)
+                json.dump(self.run_record(), f, indent=2, sort_keys=True, default=jsonable)

@@ -77,3 +77,8 @@ def training_args(output_dir: str, **overrides: Any):
 
 def flat_params(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def rects(root: Optional[str] = None, split: Optional[str] = None, n: int = 8, seed: int = 0) -> Rects:
+    """``--data train_cases:rects`` factory (the command's ``factory(root, split=..., **kw)``)."""
+    return Rects(n, seed)
