@@ -6,7 +6,7 @@ segment_anything lazily, and the Triton kernels import Triton lazily.
 from .config import PRESETS, READ_7B, READ_13B, SasPConfig
 from .geometry import to_sam_frame
 from .modules import DtoC, SasP
-from .ops import backend_for, dtoc, dtoc_ref, select_points, select_points_ref, similarity_as_points
+from .ops import backend_for, dtoc, dtoc_ref, select_points, select_points_ref, similarity_as_points, similarity_as_points_ref
 from .similarity import similarity
 
 __version__ = "0.1.0"
@@ -37,6 +37,7 @@ __all__ = [
     "select_points_ref",
     "similarity",
     "similarity_as_points",
+    "similarity_as_points_ref",
     "to_sam_frame",
     *_ADAPTER_EXPORTS,
 ]

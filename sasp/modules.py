@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from .config import SasPConfig
 from .geometry import ImageSizes
-from .ops import dtoc, similarity_as_points
+from .ops import SasPOutput, dtoc, similarity_as_points
 
 
 class SasP(nn.Module):
@@ -26,11 +26,12 @@ class SasP(nn.Module):
 
     def forward(
         self, sim: Tensor, image_hw: ImageSizes, return_discrete: bool = False
-    ) -> Union[Tuple[Tensor, Tensor], Tuple[Tensor, Tensor, Tensor]]:
+    ) -> Union[Tuple[Tensor, Tensor], SasPOutput]:
         """sim [M, N_p], image_hw [M, 2] -> refined points [M, K, 2], labels [M, K]
-        (and the discrete points [M, K, 2] int64 with ``return_discrete=True``)."""
-        refined, labels, discrete = similarity_as_points(sim, image_hw, self.cfg, self.grid_hw)
-        return (refined, labels, discrete) if return_discrete else (refined, labels)
+        (with ``return_discrete=True``, the whole ``SasPOutput``: also the discrete points
+        [M, K, 2] int64)."""
+        out = similarity_as_points(sim, image_hw, self.cfg, self.grid_hw)
+        return out if return_discrete else (out.refined, out.labels)
 
     def extra_repr(self) -> str:
         return repr(self.cfg)

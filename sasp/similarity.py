@@ -1,7 +1,6 @@
 """Similarity between the image-patch tokens and a <SEG> hidden state."""
 from __future__ import annotations
 
-from einops import einsum
 from torch import Tensor
 
 
@@ -28,4 +27,5 @@ def similarity(image_tokens: Tensor, seg_hidden: Tensor) -> Tensor:
             f"image_tokens {tuple(image_tokens.shape)} and seg_hidden {tuple(seg_hidden.shape)} "
             "must be [M, N_p, D] and [M, D]"
         )
-    return einsum(image_tokens.float(), seg_hidden.float(), "m n d, m d -> m n")
+    # [M, N_p, D] @ [M, D, 1] -> [M, N_p, 1]: one batched matrix-vector product
+    return (image_tokens.float() @ seg_hidden.float()[:, :, None])[..., 0]

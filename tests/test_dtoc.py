@@ -1,30 +1,42 @@
-"""dtoc (windowed, autograd) against dtoc_ref (literal, full H x W maps) in float64."""
+"""dtoc per provider (torch, triton) against dtoc_ref (literal, full H x W maps) in float64,
+plus bad inputs. The triton provider is the DtoC of the fused kernel of similarity_as_points,
+on the points it selects (equal to select_points', which the cases pass)."""
 import warnings
 
 import pytest
 import torch
 
-from core_cases import CASES, ulps32
-from sasp import DtoC, READ_7B, SasP, dtoc, dtoc_ref, select_points, similarity_as_points
+from core_cases import (
+    CASES,
+    TRITON_CASES,
+    exact_selection,
+    fresh_interpreter_test,
+    provider_case_params,
+    provider_params,
+    dtoc_with,
+    ulps32,
+    upstream,
+)
+from sasp import READ_7B, dtoc, dtoc_ref, select_points, similarity_as_points
+
+REF_AND_TORCH = provider_params("reference", "torch")
 
 
-def _weights(shape):
-    return torch.randn(shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
-
-
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_matches_float64_reference(case):
+@pytest.mark.parametrize(
+    "provider,case", provider_case_params({"torch": CASES, "triton": [c for c in TRITON_CASES if exact_selection(c)]})
+)
+def test_matches_float64_reference(provider, case):
     sim32 = case.sim.float().requires_grad_()
     sim64 = case.sim.clone().requires_grad_()
     points, _ = select_points(sim32.detach(), case.hw, case.cfg)
-    out = dtoc(sim32, case.hw, points, case.cfg)
+    out = dtoc_with(provider)(sim32, case.hw, points, case.cfg)
     ref = dtoc_ref(sim64, case.hw, points, case.cfg)
     assert out.dtype == torch.float32 and out.shape == ref.shape
     tol = torch.maximum(torch.full_like(ref, 1e-4), 2 * ulps32(ref))
     err = (out.detach().double() - ref.detach()).abs()
     assert (err <= tol).all(), f"max error {err.max():.3g} px"
 
-    w = _weights(ref.shape)
+    w = upstream(ref.shape)
     (gout,) = torch.autograd.grad((out.double() * w).sum(), sim32)
     (gref,) = torch.autograd.grad((ref * w).sum(), sim64)
     scale = gref.norm()
@@ -56,26 +68,15 @@ def test_window_radius_bound():
         assert (out - ref).abs().max() <= bound
 
 
-def test_points_stay_inside_and_constant_map_is_defined():
-    sim = torch.full((1, 576), 2.5, requires_grad=True)
-    refined, labels, discrete = similarity_as_points(sim, [(100, 60)])
-    assert torch.isfinite(refined).all() and (labels == -1).all()
-    ref = dtoc_ref(sim.double(), [(100, 60)], discrete)
-    assert (refined.double() - ref).abs().max() < 1e-4
-    refined.sum().backward()
-    assert torch.isfinite(sim.grad).all()
-
-
+@pytest.mark.parametrize("provider", REF_AND_TORCH)
 @pytest.mark.parametrize("bad", [[float("nan")], [float("inf")], [float("inf"), float("-inf")]], ids=["nan", "inf", "both"])
-def test_non_finite_raises_naming_row(bad):
+def test_non_finite_raises_naming_row(provider, bad):
     sim = torch.randn(3, 576)
     sim[1, : len(bad)] = torch.tensor(bad)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # and no numpy RuntimeWarning on the way
         with pytest.raises(ValueError, match="row 1"):
-            dtoc(sim, [(10, 10)] * 3, torch.zeros(3, 30, 2, dtype=torch.long))
-        with pytest.raises(ValueError, match="row 1"):
-            SasP()(sim, [(10, 10)] * 3)
+            dtoc_with(provider)(sim, [(10, 10)] * 3, torch.zeros(3, 30, 2, dtype=torch.long))
 
 
 def test_range_beyond_float32_stays_finite():
@@ -102,28 +103,6 @@ def test_dtoc_under_torch_compile():
     (g_eager,) = torch.autograd.grad(eager.sum(), sim)
     (g_compiled,) = torch.autograd.grad(compiled.sum(), sim)
     torch.testing.assert_close(g_compiled, g_eager, rtol=1e-6, atol=1e-6)
-
-
-def test_low_precision_inputs_and_gradients():
-    sim = torch.randn(2, 576).bfloat16().requires_grad_()
-    refined, labels = SasP()(sim, [(480, 640), (64, 64)])
-    ref, _ = SasP()(sim.detach().float(), [(480, 640), (64, 64)])
-    assert refined.dtype == torch.float32 and torch.equal(refined, ref)
-    refined.sum().backward()
-    assert sim.grad.dtype == torch.bfloat16 and torch.isfinite(sim.grad.float()).all()
-
-
-def test_empty_batch_and_modules():
-    sim = torch.zeros(0, 576, requires_grad=True)
-    refined, labels, discrete = SasP()(sim, torch.zeros(0, 2), return_discrete=True)
-    assert refined.shape == (0, 30, 2) and labels.shape == (0, 30) and discrete.shape == (0, 30, 2)
-    refined.sum().backward()
-    sim = torch.randn(3, 576)
-    hw = [(480, 640), (20, 1000), (1, 1)]
-    refined, labels, discrete = SasP(num_points=12)(sim, hw, return_discrete=True)
-    assert refined.shape == (3, 12, 2)
-    assert torch.equal(DtoC()(sim, hw, discrete), refined)
-    assert "num_points=12" in repr(SasP(num_points=12))
 
 
 def test_bad_points_shape():
@@ -175,7 +154,7 @@ def test_non_square_grids_match_reference(grid, geometry):
     out = dtoc(sim, hw, points, cfg, grid_hw=grid)
     ref = dtoc_ref(sim, hw, points, cfg, grid_hw=grid)
     assert (out - ref).abs().max() <= 1e-6
-    w = _weights(ref.shape)
+    w = upstream(ref.shape)
     (g,) = torch.autograd.grad((out * w).sum(), sim)
     (g_ref,) = torch.autograd.grad((ref * w).sum(), sim)
     assert (g - g_ref).norm() <= 1e-6 * g_ref.norm()
@@ -203,50 +182,6 @@ def test_in_place_change_of_sim_before_backward_raises():
 def test_empty_keeps_float64():
     sim = torch.randn(0, 576, dtype=torch.float64)
     assert dtoc(sim, torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, 30, 2, dtype=torch.long)).dtype == torch.float64
-    assert similarity_as_points(sim, torch.zeros(0, 2, dtype=torch.long))[0].dtype == torch.float64
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_sasp_equals_select_then_dtoc(case):
-    """similarity_as_points places DtoC's windows on the selection's grid lines instead of
-    de-duplicating the points: bit for bit the numbers of select_points then dtoc (each tested
-    against its reference above), values and gradients."""
-    sim = case.sim.float().requires_grad_()
-    refined, labels, discrete = similarity_as_points(sim, case.hw, case.cfg)
-    points, ref_labels = select_points(sim.detach(), case.hw, case.cfg)
-    assert torch.equal(discrete, points) and torch.equal(labels, ref_labels)
-    ref = dtoc(sim, case.hw, points, case.cfg)
-    assert torch.equal(refined, ref)
-    w = _weights(ref.shape).float()
-    (g,) = torch.autograd.grad((refined * w).sum(), sim)
-    (g_ref,) = torch.autograd.grad((ref * w).sum(), sim)
-    assert torch.equal(g, g_ref)
-
-
-@pytest.mark.parametrize("cfg", [READ_7B, READ_7B.replace(geometry="pad_square", down_sample=1, num_points=60)], ids=["7b", "pad_square"])
-def test_sasp_batch_equals_rows(cfg):
-    """Rows of equal image size share their windows: a batch equals its rows one at a time."""
-    hw = [(480, 640), (1080, 1920), (7, 3000), (480, 640), (1, 1), (7, 3000), (480, 640)]
-    sim = torch.randn(len(hw), 576, requires_grad=True)
-    refined, labels, discrete = similarity_as_points(sim, hw, cfg)
-    (grad,) = torch.autograd.grad(refined.sum(), sim)
-    for i in range(len(hw)):
-        row = sim[i : i + 1].detach().requires_grad_()
-        one, one_labels, one_discrete = similarity_as_points(row, hw[i : i + 1], cfg)
-        (g,) = torch.autograd.grad(one.sum(), row)
-        assert torch.equal(one_labels, labels[i : i + 1]) and torch.equal(one_discrete, discrete[i : i + 1])
-        torch.testing.assert_close(refined[i : i + 1], one, rtol=0, atol=0)
-        torch.testing.assert_close(grad[i : i + 1], g, rtol=0, atol=0)
-
-
-def test_second_derivatives_raise():
-    """The backward is written out: create_graph=True gives the first derivative, and
-    differentiating it again raises instead of silently giving zero."""
-    sim = torch.randn(1, 576, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(1, 30, 2, dtype=torch.float64, requires_grad=True)  # so that the incoming gradient has a graph
-    refined, _ = SasP()(sim, [(100, 120)])
-    (g,) = torch.autograd.grad((refined * w).sum(), sim, create_graph=True)
-    (g_plain,) = torch.autograd.grad((SasP()(sim, [(100, 120)])[0] * w).sum(), sim)
-    assert torch.equal(g.detach(), g_plain)
-    with pytest.raises(RuntimeError, match="twice"):
-        g.sum().backward()
+test_triton_in_a_fresh_interpreter = fresh_interpreter_test(__file__)

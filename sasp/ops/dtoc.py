@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -40,6 +40,63 @@ from torch import Tensor
 from ..config import SasPConfig
 from ..geometry import ImageSizes, grid_shape, host_padding, host_sizes, image_sizes
 from ._common import check_sim, eager
+
+
+class HostSim(NamedTuple):
+    """sim on the host (``host_sim``)."""
+
+    x: np.ndarray  # [M, N] float32 (float64 for a float64 sim)
+    lo: np.ndarray  # [M, 1] row minima
+    hi: np.ndarray  # [M, 1] row maxima
+
+
+class Windows(NamedTuple):
+    """The distinct DtoC windows of a set of points: U windows, P points.
+
+    A window is one axis of one point's square: its centre pixel along that axis, on one
+    image. Points with equal (image size, axis, centre) share it.
+    """
+
+    centre: np.ndarray  # [U] centre pixel of each window along its axis
+    row: np.ndarray  # [U] the image (a row of hw) each window belongs to
+    axis: np.ndarray  # [U] 0: rows (y), 1: columns (x)
+    iy: np.ndarray  # [P] each point's row window (index into U)
+    ix: np.ndarray  # [P] each point's column window (index into U)
+
+
+class WindowTables(NamedTuple):
+    """The non-differentiable part of DtoC (``_window_tables``), points on the last axis."""
+
+    ay: np.ndarray  # [2r+1, L, P] local operators of the window rows
+    ax: np.ndarray  # [2r+1, L, P] local operators of the window columns
+    bias: np.ndarray  # [2r+1, 2r+1, P] logit bias: -dy^2 - dx^2 inside the image, -inf beyond
+    patch: np.ndarray  # [L, L, P] flat indices of each point's patch in sim
+
+
+class _Constants(NamedTuple):
+    """What DtoC's windows need of the configuration alone (``_constants``)."""
+
+    mid: np.ndarray  # [2] the intermediate (crop) lengths of rows and columns
+    crop_cells: np.ndarray  # [2, T] int64 grid cells of the crop table's two taps
+    crop_weights: np.ndarray  # [2, T] float64 weights of the crop table's two taps
+    axes: np.ndarray  # [2, 4] per axis: the table's first and last index, the last grid line, the stride
+    off: np.ndarray  # [R, 1] window offsets -r..r
+    bias: np.ndarray  # [R, 1] -off^2 in the table dtype
+
+
+class _Saved(NamedTuple):
+    """What ``_Windows.forward`` keeps on the host for the backward."""
+
+    at_lo: np.ndarray  # [M, N] bool: sim equals its row minimum
+    at_hi: np.ndarray  # [M, N] bool: sim equals its row maximum
+    s: np.ndarray  # [M, N] min-max normalised sim
+    span: np.ndarray  # [M, 1] max - min (inf for a constant row)
+    ay: np.ndarray
+    ax: np.ndarray
+    patch: np.ndarray
+    offsets: np.ndarray  # [(2r+1)^2, 2] (dx, dy) of the window pixels
+    p: np.ndarray  # [(2r+1)^2, P] the window softmax
+    shift: np.ndarray  # [P, 2] the refined points' offsets
 
 
 def crop_shape(grid: Tuple[int, int], crop_size: int) -> Tuple[int, int]:
@@ -56,18 +113,16 @@ _W0, _W1 = np.array([1.0, 0.0]).reshape(2, 1, 1), np.array([-1.0, 1.0]).reshape(
 
 
 @functools.lru_cache(maxsize=64)
-def _constants(grid: Tuple[int, int], crop_size: int, radius: int, dtype: type):
-    """What DtoC's windows need of the configuration alone.
+def _constants(grid: Tuple[int, int], crop_size: int, radius: int, dtype: type) -> _Constants:
+    """What DtoC's windows need of the configuration alone (``_Constants``).
 
-    - ``mid`` [2]: the intermediate (crop) lengths of rows and columns.
-    - ``crop`` (cells [2, T] int64, weights [2, T] float64): the linear resize (align_corners
-      =False, float64 as F.interpolate computes) of the grid's rows to mid[0] samples, then of
-      its columns to mid[1]: the 2 taps of each sample q at index base + 1 + q, with a
-      zero-weight entry on either side (q = -1 and q = mid: the zero padding beyond the crop)
-      whose cell is the nearest grid line, so that cells never decrease along the table.
-    - ``axes`` [2, 4]: per axis, the table's first and last index (base, base + mid + 1), the
-      last grid line, and the stride of a grid line in the flat map.
-    - ``off`` [R, 1] window offsets and ``bias`` [R, 1] = -off^2 in ``dtype``.
+    The crop table (``crop_cells``, ``crop_weights``) is the linear resize (align_corners=
+    False, float64 as F.interpolate computes) of the grid's rows to mid[0] samples, then of its
+    columns to mid[1]: the 2 taps of each sample q at index base + 1 + q, with a zero-weight
+    entry on either side (q = -1 and q = mid: the zero padding beyond the crop) whose cell is
+    the nearest grid line, so that cells never decrease along the table. ``axes`` holds per
+    axis the table's first and last index (base, base + mid + 1), the last grid line and the
+    stride of a grid line in the flat map.
     """
     mid = crop_shape(grid, crop_size)
     cells, weights = [], []
@@ -79,8 +134,7 @@ def _constants(grid: Tuple[int, int], crop_size: int, radius: int, dtype: type):
     base = np.array([0, mid[0] + 2])
     axes = np.stack([base, base + np.array(mid) + 1, np.array(grid) - 1, [grid[1], 1]], -1)
     off = np.arange(-radius, radius + 1)[:, None]
-    crop = (np.concatenate(cells, 1), np.concatenate(weights, 1))
-    return np.array(mid), crop, axes, off, -(off * off).astype(dtype)
+    return _Constants(np.array(mid), np.concatenate(cells, 1), np.concatenate(weights, 1), axes, off, -(off * off).astype(dtype))
 
 
 @functools.lru_cache(maxsize=256)
@@ -95,7 +149,7 @@ def _row_offsets(m: int, k: int, n: int) -> np.ndarray:
     return np.arange(m * k) // k * n
 
 
-def _window_tables(centre, row, axis, iy, ix, hw, pad, cfg: SasPConfig, grid: Tuple[int, int], dtype):
+def _window_tables(windows: Windows, hw: np.ndarray, pad: np.ndarray, cfg: SasPConfig, grid: Tuple[int, int], dtype: type) -> WindowTables:
     """The non-differentiable part of DtoC: the windows' local operators and biases.
 
     S on a point's window is A_Y @ s[Y0 : Y0 + L, X0 : X0 + L] @ A_X^T: the taps of the 2r+1
@@ -104,15 +158,15 @@ def _window_tables(centre, row, axis, iy, ix, hw, pad, cfg: SasPConfig, grid: Tu
     on its centre along one axis and on its image's geometry, and a batch has few distinct
     ones, so they are computed once per window and gathered per point.
 
-    Args: the U windows' centre pixels, image rows and axes (0: rows, 1: columns) [U]; each
-    point's row window and column window [P]; image sizes hw and the crop's padding [M, 2].
+    Args: the windows (``Windows``: U windows, P points); image sizes hw and the crop's
+    padding [M, 2].
 
-    Returns, with the P points on the last axis: the local operators ay, ax [2r+1, L, P]
-    (``dtype``), the logit bias [2r+1, 2r+1, P] (-dy^2 - dx^2 inside the image, -inf beyond:
-    the Gaussian exp(-dx^2 - dy^2) is separable) and the flat indices [L, L, P] of the
-    patches in sim.
+    Returns the local operators ay, ax [2r+1, L, P] (``dtype``), the logit bias [2r+1, 2r+1,
+    P] (the Gaussian exp(-dx^2 - dy^2) is separable) and the flat indices [L, L, P] of the
+    patches in sim (``WindowTables``).
     """
-    mid, (crop_cells, crop_weights), axes, off, bias = _constants(grid, cfg.crop_size, cfg.dtoc_radius, dtype)
+    centre, row, axis, iy, ix = windows
+    mid, crop_cells, crop_weights, axes, off, bias = _constants(grid, cfg.crop_size, cfg.dtoc_radius, dtype)
     padded = mid + 2 * pad  # per image and axis: the zero-padded crop, resized to the image
     at_image = row * 2 + axis  # into the [M, 2] arrays, flat
     last, ratio = hw.take(at_image) - 1, (padded / hw).take(at_image)
@@ -139,13 +193,12 @@ def _window_tables(centre, row, axis, iy, ix, hw, pad, cfg: SasPConfig, grid: Tu
     prow = _row_offsets(len(hw), len(iy) // len(hw), grid[0] * grid[1])
     patch = (lines.take(iy, 1) + prow)[:, None] + lines.take(ix, 1)
     # take, not fancy indexing: its results are C-contiguous, which einsum needs to be fast
-    return ops.take(iy, 2), ops.take(ix, 2), bias.take(iy, 1)[:, None] + bias.take(ix, 1), patch
+    return WindowTables(ops.take(iy, 2), ops.take(ix, 2), bias.take(iy, 1)[:, None] + bias.take(ix, 1), patch)
 
 
-def _point_windows(hw: np.ndarray, points: np.ndarray):
+def _point_windows(hw: np.ndarray, points: np.ndarray) -> Windows:
     """The distinct windows of integer points [M, K, 2] (x, y): one per (image size, axis,
-    centre), so that equal sizes share their windows. Returns the windows' centres, image
-    rows and axes [U], and each point's row window and column window [P]."""
+    centre), so that equal sizes share their windows."""
     span = int(hw.max()) + 1
     if span > 1_600_000:  # keys below 2 * span^3 must fit int64
         raise ValueError(f"image side {span - 1} px exceeds DtoC's limit of 1.6M px")
@@ -153,10 +206,10 @@ def _point_windows(hw: np.ndarray, points: np.ndarray):
     key = (code[:, None, None] + np.arange(2)) * span + points[..., ::-1]  # [M, K, 2]: y then x
     uniq, first, inv = np.unique(key.ravel(), return_index=True, return_inverse=True)
     iy, ix = inv.reshape(-1, 2).T
-    return uniq % span, first // (2 * points.shape[1]), first % 2, iy, ix
+    return Windows(uniq % span, first // (2 * points.shape[1]), first % 2, iy, ix)
 
 
-def host_sim(sim: Tensor, check_finite: bool) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def host_sim(sim: Tensor, check_finite: bool) -> HostSim:
     """sim [M, N] on the host as a numpy array x, float32 (float64 for a float64 sim), without a
     copy where it already is one, and its row minima and maxima [M, 1]; a NaN or Inf raises a
     ValueError naming the row."""
@@ -169,7 +222,7 @@ def host_sim(sim: Tensor, check_finite: bool) -> Tuple[np.ndarray, np.ndarray, n
     if check_finite and x.size and not math.isfinite(float(lo.min()) + float(hi.max())):
         row = int((~np.isfinite(x).all(1)).argmax())
         raise ValueError(f"similarity of <SEG> row {row} contains NaN or Inf")
-    return x, lo, hi
+    return HostSim(x, lo, hi)
 
 
 class _Windows(torch.autograd.Function):
@@ -190,8 +243,8 @@ class _Windows(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, sim, host, points, tables, offsets):
-        x, lo, hi = host  # sim on the host [M, N], its row minima and maxima [M, 1]
+    def forward(ctx, sim: Tensor, host: HostSim, points: np.ndarray, tables: WindowTables, offsets: np.ndarray) -> Tensor:
+        x, lo, hi = host
         ay, ax, bias, patch = tables
         span = hi - lo
         if math.isinf(span.max()):  # a range beyond float32's (values near +-3.4e38): normalise in float64
@@ -206,7 +259,7 @@ class _Windows(torch.autograd.Function):
         p /= p.sum(0)
         shift = p.T @ offsets  # [P, 2]: (dx, dy)
         ctx.save_for_backward(sim)  # for autograd's check that sim is not modified in place
-        ctx.host = (x == lo, x == hi, s, span, ay, ax, patch, offsets, p, shift)
+        ctx.host = _Saved(x == lo, x == hi, s, span, ay, ax, patch, offsets, p, shift)
         ctx.sim_dtype, ctx.sim_device = sim.dtype, sim.device
         out = torch.from_numpy(points + shift.reshape(points.shape))
         return out if sim.device.type == "cpu" else out.to(sim.device)
@@ -296,12 +349,12 @@ def _dtoc_points(sim: Tensor, hw: np.ndarray, points: Tensor, cfg: SasPConfig, g
     return _dtoc(sim, host, hw, pad, pts, _point_windows(hw, pts), cfg, grid)
 
 
-def _dtoc(sim: Tensor, host, hw: np.ndarray, pad: np.ndarray, points: np.ndarray, windows, cfg: SasPConfig, grid: Tuple[int, int]) -> Tensor:
+def _dtoc(sim: Tensor, host: HostSim, hw: np.ndarray, pad: np.ndarray, points: np.ndarray, windows: Windows, cfg: SasPConfig, grid: Tuple[int, int]) -> Tensor:
     """DtoC on validated inputs, as one autograd node: sim and ``host_sim(sim)``; hw and
     the crop's padding [M, 2] (host int64); integer points [M, K, 2] inside the images; their
-    windows (centre, row, axis [U]; row and column window of each point [P])."""
-    dt = host[0].dtype
-    tables = _window_tables(*windows, hw, pad, cfg, grid, dt.type)
+    ``Windows``."""
+    dt = host.x.dtype
+    tables = _window_tables(windows, hw, pad, cfg, grid, dt.type)
     return _Windows.apply(sim, host, points.astype(dt), tables, _offsets(cfg.dtoc_radius, dt.type))
 
 

@@ -14,7 +14,7 @@ label -1, which SAM reads as "not a point"; shapes stay [M, K].
 from __future__ import annotations
 
 import functools
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -35,6 +35,33 @@ _POS, _NEG, _NEU, _NONE = 0x7FFFFFFF, 1 << 32, 2 << 32, 3 << 32
 _LABEL = np.array([1, 0, -1, -1])  # of each category
 
 
+class SelectOutput(NamedTuple):
+    """What ``select_points`` returns (unpacks as ``points, labels``)."""
+
+    points: Tensor  # [M, K, 2] int64 pixel coordinates (x, y), inside the image
+    labels: Tensor  # [M, K] int64 in {1, 0, -1}
+
+
+class Lines(NamedTuple):
+    """The D = dh + dw + 2 pixel lines that selected points lie on (``_lines``)."""
+
+    axis: np.ndarray  # [D] 0 for a row line (y), 1 for a column line (x)
+    cell: np.ndarray  # [D] the grid row or column of each line
+    of_cell: np.ndarray  # [dh * dw + 1, 2] per flat cell (and one more entry for padding) its (x line, y line)
+    row_dist: np.ndarray  # [dh * dw] |2 row + 1 - dh| per flat cell
+    col_dist: np.ndarray  # [dh * dw] |2 col + 1 - dw| per flat cell
+    shape: np.ndarray  # [2] (dh, dw)
+
+
+class Selection(NamedTuple):
+    """The selection on the host (``_select_host``), with what DtoC's windows need of it."""
+
+    points: np.ndarray  # [M, K, 2] int64 (x, y)
+    labels: np.ndarray  # [M, K] int64 in {1, 0, -1}
+    lines: np.ndarray  # [M, K, 2] each point's (x line, y line), indices into ``centres``
+    centres: np.ndarray  # [M, D] the pixel coordinate of each line of each row: points = centres at lines
+
+
 def selection_shape(grid: Tuple[int, int], down_sample: int) -> Tuple[int, int]:
     """The (dh, dw) grid that selection ranks: the token grid divided by down_sample."""
     dh, dw = grid[0] // down_sample, grid[1] // down_sample
@@ -48,7 +75,7 @@ def select_points(
     image_hw: ImageSizes,
     cfg: Optional[SasPConfig] = None,
     grid_hw: Optional[Tuple[int, int]] = None,
-) -> Tuple[Tensor, Tensor]:
+) -> SelectOutput:
     """Select SasP's discrete point prompts.
 
     Args:
@@ -58,32 +85,30 @@ def select_points(
         grid_hw (tuple): (rows, cols) of the token grid; default sqrt(N_p) x sqrt(N_p).
 
     Returns:
-        points (Tensor): [M, K, 2] int64 pixel coordinates (x, y), inside the image.
-        labels (Tensor): [M, K] int64 in {1, 0, -1}.
+        SelectOutput: ``points`` [M, K, 2] int64 pixel coordinates (x, y), inside the image,
+        and ``labels`` [M, K] int64 in {1, 0, -1} (unpacks as ``points, labels``).
     """
     cfg = cfg or SasPConfig()
     check_sim(sim, cfg.check_finite)
     hw = host_sizes(image_hw, sim.shape[0])
     grid = grid_shape(sim.shape[-1], grid_hw)
-    points, labels, _, _ = _select_host(sim, hw, None, cfg, grid)
-    return torch.from_numpy(points).to(sim.device), torch.from_numpy(labels).to(sim.device)
+    sel = _select_host(sim, hw, None, cfg, grid)
+    return SelectOutput(torch.from_numpy(sel.points).to(sim.device), torch.from_numpy(sel.labels).to(sim.device))
 
 
 @functools.lru_cache(maxsize=64)
-def _lines(dh: int, dw: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _lines(dh: int, dw: int) -> Lines:
     """The D = dh + dw + 2 pixel lines that selected points lie on: one per grid row, one per
     grid column, then y = 0 and x = 0 (the point of "not a point" padding).
 
-    Returns each line's axis [D] (0: a row, y; 1: a column, x) and grid cell [D]; per flat
-    cell (and one more entry for padding) its (x line, y line) [dh * dw + 1, 2]; and per flat
-    cell |2 row + 1 - dh|, |2 col + 1 - dw| (a cell lies on the grid padded by p iff they are
-    below dh + 2p and dw + 2p).
+    A cell lies on the grid padded by p iff its ``row_dist`` and ``col_dist`` are below
+    dh + 2p and dw + 2p.
     """
     rows, cols = np.divmod(np.arange(dh * dw), dw)
     axis = np.repeat([0, 1, 0, 1], [dh, dw, 1, 1])
     cell = np.concatenate([np.arange(dh), np.arange(dw), [0, 0]])
     of_cell = np.concatenate([np.stack([dh + cols, rows], -1), [[dh + dw + 1, dh + dw]]])
-    return axis, cell, of_cell, (np.abs(2 * rows + 1 - dh), np.abs(2 * cols + 1 - dw), np.array([dh, dw]))
+    return Lines(axis, cell, of_cell, np.abs(2 * rows + 1 - dh), np.abs(2 * cols + 1 - dw), np.array([dh, dw]))
 
 
 def _selection_grid(sim: Tensor, dh: int, dw: int, grid: Tuple[int, int]) -> np.ndarray:
@@ -102,7 +127,7 @@ def _row_base(m: int, n: int) -> np.ndarray:
 
 
 @eager  # host-side bookkeeping: torch.compile runs it eagerly instead of tracing the numpy
-def _select_host(sim: Tensor, hw: np.ndarray, pad: np.ndarray, cfg: SasPConfig, grid: Tuple[int, int]):
+def _select_host(sim: Tensor, hw: np.ndarray, pad: Optional[np.ndarray], cfg: SasPConfig, grid: Tuple[int, int]) -> Selection:
     """The selection on the host, for validated inputs (hw: int64 [M, 2]; pad: the selection
     grid's padding [M, 2] from ``host_padding``, or None; grid: (rows, cols)).
 
@@ -112,15 +137,14 @@ def _select_host(sim: Tensor, hw: np.ndarray, pad: np.ndarray, cfg: SasPConfig, 
     high word, the float32 bits of the value (non-negative, so its bit pattern orders like the
     value; complemented for positives, highest first) in the low word.
 
-    Returns points [M, K, 2] int64 (x, y), labels [M, K] int64, and for DtoC's windows each
-    point's (x line, y line) [M, K, 2] and each row's line centres [M, D] (see ``_lines``):
-    points = centres at lines.
+    Returns the points, their labels, and for DtoC's windows each point's lines and each row's
+    line centres (see ``Selection`` and ``_lines``).
     """
     m, k = sim.shape[0], cfg.num_points
     dh, dw = selection_shape(grid, cfg.down_sample)
-    axis, cell, of_cell, dist = _lines(dh, dw)
+    axis, cell, of_cell, row_dist, col_dist, shape = _lines(dh, dw)
     if m == 0:
-        return np.zeros((0, k, 2), np.int64), np.zeros((0, k), np.int64), np.zeros((0, k, 2), np.int64), np.zeros((0, len(axis)), np.int64)
+        return Selection(np.zeros((0, k, 2), np.int64), np.zeros((0, k), np.int64), np.zeros((0, k, 2), np.int64), np.zeros((0, len(axis)), np.int64))
     g = _selection_grid(sim, dh, dw, grid)
     if pad is None:
         pad = host_padding(hw, (dh, dw), cfg.geometry)
@@ -131,10 +155,10 @@ def _select_host(sim: Tensor, hw: np.ndarray, pad: np.ndarray, cfg: SasPConfig, 
     g /= span
     bits = (g.view(np.int32) & 0x7FFFFFFF).astype(np.int64)  # -0.0 (a -0 at a +0 minimum) orders as +0.0
     key = np.where(g >= np.float32(cfg.t_pos), _POS - bits, np.where(g <= np.float32(cfg.t_neg), _NEG + bits, _NEU))
-    gsize = dist[2] + 2 * pad  # the padded (or cropped) grid
+    gsize = shape + 2 * pad  # the padded (or cropped) grid
     cropped = pad.min() < 0
     if cropped:  # cells off the image are never chosen
-        key[(dist[0] >= gsize[:, :1]) | (dist[1] >= gsize[:, 1:])] = _NONE
+        key[(row_dist >= gsize[:, :1]) | (col_dist >= gsize[:, 1:])] = _NONE
     order = key.argsort(-1, kind="stable")[:, :k]  # ties keep flat-index order
     category = key.take(order + _row_base(m, dh * dw)) >> 32
     if order.shape[1] < k:  # fewer cells than K: pad with "not a point"
@@ -151,7 +175,7 @@ def _select_host(sim: Tensor, hw: np.ndarray, pad: np.ndarray, cfg: SasPConfig, 
     centres = np.minimum(centres, (hw - 1).astype(np.float32).take(axis, 1)).astype(np.int64)
     centres[:, -2:] = 0
     points = centres.take(lines + _row_base(m, len(axis))[..., None])
-    return points, _LABEL.take(category), lines, centres
+    return Selection(points, _LABEL.take(category), lines, centres)
 
 
 def select_points_ref(
@@ -159,7 +183,7 @@ def select_points_ref(
     image_hw: ImageSizes,
     cfg: Optional[SasPConfig] = None,
     grid_hw: Optional[Tuple[int, int]] = None,
-) -> Tuple[Tensor, Tensor]:
+) -> SelectOutput:
     """Literal reference of ``select_points``: METHOD.md's steps, one row and one point at a time."""
     cfg = cfg or SasPConfig()
     check_sim(sim, cfg.check_finite)
@@ -215,4 +239,4 @@ def select_points_ref(
         all_labels.append(labels)
     points = torch.tensor(all_points, dtype=torch.long).view(m, k, 2)
     labels = torch.tensor(all_labels, dtype=torch.long).view(m, k)
-    return points.to(sim.device), labels.to(sim.device)
+    return SelectOutput(points.to(sim.device), labels.to(sim.device))

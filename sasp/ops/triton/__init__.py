@@ -1,4 +1,5 @@
-"""Fused Triton kernels for SasP. Importing this package never imports Triton itself.
+"""Fused Triton kernels of ``similarity_as_points``. Importing this package never imports
+Triton itself.
 
 ``available`` says whether the fused kernel can run on a tensor (and why not);
 ``similarity_as_points_triton`` imports the kernels (and Triton) on first use.
@@ -6,8 +7,8 @@
 Where the kernel runs:
 - CUDA tensors, when Triton imports;
 - CPU tensors only under Triton's interpreter: ``TRITON_INTERPRET=1`` must be set before the
-  kernels are defined (before ``sasp.ops.triton.sasp_kernel`` is first imported). This is a
-  test vehicle (slow); the automatic dispatch never picks it for CPU tensors.
+  kernels are defined (before ``sasp.ops.triton.similarity_as_points`` is first imported).
+  This is a test vehicle (slow); the automatic dispatch never picks it for CPU tensors.
 Limits of the kernel (beyond them the dispatcher falls back to the torch path):
 - token grid at most ``MAX_GRID_SIDE`` x ``MAX_GRID_SIDE`` (64 x 64, N_p <= 4096);
 - ``dtoc_radius`` at most ``MAX_RADIUS`` (15), ``num_points`` at most ``MAX_POINTS`` (4096);
@@ -28,7 +29,7 @@ MAX_RADIUS = 15
 MAX_POINTS = 4096
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
-_KERNEL_MODULE = __name__ + ".sasp_kernel"
+_KERNEL_MODULE = __name__ + ".similarity_as_points"
 
 
 def _interpret_requested() -> bool:
@@ -79,10 +80,10 @@ def available(sim: Tensor, cfg=None, grid_hw: Optional[Tuple[int, int]] = None) 
     if "triton" not in sys.modules and importlib.util.find_spec("triton") is None:
         return "triton is not installed (pip install triton)"
     try:
-        from . import sasp_kernel
+        from . import similarity_as_points as kernels
     except Exception as err:  # a broken Triton install: report it instead of crashing
         return f"importing the Triton kernels failed: {type(err).__name__}: {err}"
-    if dev == "cpu" and not sasp_kernel.INTERPRETED:
+    if dev == "cpu" and not kernels.INTERPRETED:
         return (
             "the Triton kernels were compiled before TRITON_INTERPRET=1 was set; set it before "
             f"{_KERNEL_MODULE} is first imported"
@@ -91,8 +92,9 @@ def available(sim: Tensor, cfg=None, grid_hw: Optional[Tuple[int, int]] = None) 
 
 
 def similarity_as_points_triton(sim, image_hw, cfg=None, grid_hw=None):
-    """The fused kernel's ``similarity_as_points`` (see ``sasp_kernel.similarity_as_points_triton``)."""
-    from .sasp_kernel import similarity_as_points_triton as run
+    """The fused kernel's ``similarity_as_points`` (see
+    ``sasp.ops.triton.similarity_as_points.similarity_as_points_triton``)."""
+    from .similarity_as_points import similarity_as_points_triton as run
 
     return run(sim, image_hw, cfg, grid_hw)
 

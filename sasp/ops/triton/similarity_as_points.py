@@ -1,13 +1,16 @@
-"""Fused Triton kernels for SasP: selection + DtoC forward in one launch, DtoC backward in one.
+"""Fused Triton kernels of ``similarity_as_points``: selection + DtoC forward in one launch,
+DtoC backward in one.
 
-Importing this module imports Triton and registers the ``sasp::fused_points`` custom op (and
-its backward, ``sasp::fused_points_backward``); ``sasp.ops.triton`` imports it lazily.
+Importing this module imports Triton and registers the ``sasp::similarity_as_points`` custom
+op (and its backward, ``sasp::similarity_as_points_backward``); ``sasp.ops.triton`` imports
+it lazily.
 
 Layers, top to bottom: private ``@triton.jit`` kernels and helpers; the plain launchers
-``fused_points_forward`` / ``fused_points_backward`` (block sizes in ``forward_meta`` /
-``backward_meta``); ``FusedPoints`` (autograd.Function, the eager path) and the custom op with
-its fake implementation and autograd formula (what ``torch.compile`` traces);
-``similarity_as_points_triton``, with the contract of ``sasp.ops.similarity_as_points``.
+``similarity_as_points_forward`` / ``similarity_as_points_backward`` (block sizes in
+``forward_meta`` / ``backward_meta``); ``SimilarityAsPointsFunction`` (autograd.Function, the
+eager path) and the custom op ``similarity_as_points_op`` with its fake implementation and
+autograd formula (what ``torch.compile`` traces); ``similarity_as_points_triton``, with the
+contract of ``sasp.ops.similarity_as_points``.
 
 Forward, one launch; one program per (<SEG> row, chunk of KC points), batched over rows with
 per-row image sizes:
@@ -38,7 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -51,6 +54,7 @@ from ...config import SasPConfig
 from ...geometry import ImageSizes, grid_padding, grid_shape, image_sizes
 from .._common import check_sim
 from ..dtoc import crop_shape
+from ..similarity_as_points import SasPOutput
 from . import kernel_limits
 
 INTERPRETED = bool(triton.knobs.runtime.interpret)
@@ -269,7 +273,7 @@ def _window_means(s_row, pts, kmask, h, w, dpad_h, dpad_w, rows, cols, ch, cw, l
 
 
 @triton.jit(do_not_specialize=["n_p", "rows", "cols", "dh", "dw", "ch", "cw", "K"])
-def _sasp_fwd_kernel(
+def _similarity_as_points_fwd_kernel(
     sim_ptr, params_ptr, refined_ptr, labels_ptr, discrete_ptr, bad_ptr,
     n_p, rows, cols, dh, dw, ch, cw, K,
     scale_h, scale_w, t_pos, t_neg,
@@ -363,7 +367,7 @@ def _dense_taps(ja, wa, jb, wb, jc, wc, jd, wd, N_B: tl.constexpr):
 
 
 @triton.jit(do_not_specialize=["n_p", "rows", "cols", "ch", "cw", "K"])
-def _sasp_bwd_kernel(
+def _similarity_as_points_bwd_kernel(
     sim_ptr, params_ptr, discrete_ptr, grad_ptr, grad_sim_ptr, part_ptr, count_ptr,
     n_p, rows, cols, ch, cw, K,
     R: tl.constexpr, RB: tl.constexpr, KC: tl.constexpr, KCH: tl.constexpr, NP_B: tl.constexpr,
@@ -508,7 +512,7 @@ def backward_meta(n_p: int, rows: int, cols: int, radius: int):
     return constexprs, dict(num_warps=8, num_stages=1)
 
 
-def fused_points_forward(
+def similarity_as_points_forward(
     sim: Tensor, params: Tensor, rows: int, cols: int, num_points: int, t_pos: float, t_neg: float,
     down_sample: int, crop_h: int, crop_w: int, radius: int,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -531,7 +535,7 @@ def fused_points_forward(
     scale_w = float(np.float32(cols) / np.float32(dw))
     constexprs, options = forward_meta(n_p, rows, cols, down_sample, radius, sim.device.type)
     with _on_device(sim):
-        _sasp_fwd_kernel[(m, triton.cdiv(k, constexprs["KC"]))](
+        _similarity_as_points_fwd_kernel[(m, triton.cdiv(k, constexprs["KC"]))](
             sim, params, refined, labels, discrete, bad,
             n_p, rows, cols, dh, dw, crop_h, crop_w, k,
             scale_h, scale_w, t_pos, t_neg,
@@ -540,7 +544,7 @@ def fused_points_forward(
     return refined, labels, discrete, bad
 
 
-def fused_points_backward(
+def similarity_as_points_backward(
     grad: Tensor, sim: Tensor, params: Tensor, discrete: Tensor, rows: int, cols: int,
     crop_h: int, crop_w: int, radius: int,
 ) -> Tensor:
@@ -556,7 +560,7 @@ def fused_points_backward(
     parts = torch.empty((m, n_chunks, constexprs["ROWS_B"] * constexprs["COLS_B"]), dtype=torch.float32, device=sim.device)
     count = torch.zeros((m,), dtype=torch.int32, device=sim.device)
     with _on_device(sim):
-        _sasp_bwd_kernel[(m, n_chunks)](
+        _similarity_as_points_bwd_kernel[(m, n_chunks)](
             sim, params, discrete, grad, grad_sim, parts, count,
             n_p, rows, cols, crop_h, crop_w, k,
             **constexprs, **options,
@@ -569,39 +573,49 @@ def fused_points_backward(
 # --------------------------------------------------------------------------------------------
 
 
-class FusedPoints(torch.autograd.Function):
+class _Geometry(NamedTuple):
+    """The sizes the backward launcher needs besides its tensors."""
+
+    rows: int  # token grid rows
+    cols: int  # token grid columns
+    crop_h: int  # DtoC's intermediate map size (crop_shape)
+    crop_w: int
+    radius: int  # dtoc_radius
+
+
+class SimilarityAsPointsFunction(torch.autograd.Function):
     """Selection + DtoC with the fused kernels; gradient into ``sim`` through ``refined``."""
 
     @staticmethod
     def forward(ctx, sim, params, rows, cols, num_points, t_pos, t_neg, down_sample, crop_h, crop_w, radius):
-        out = fused_points_forward(sim, params, rows, cols, num_points, t_pos, t_neg, down_sample, crop_h, crop_w, radius)
+        out = similarity_as_points_forward(sim, params, rows, cols, num_points, t_pos, t_neg, down_sample, crop_h, crop_w, radius)
         ctx.mark_non_differentiable(*out[1:])
         ctx.save_for_backward(sim, params, out[2])
-        ctx.meta = (rows, cols, crop_h, crop_w, radius)
+        ctx.meta = _Geometry(rows, cols, crop_h, crop_w, radius)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_refined, *_):
         sim, params, discrete = ctx.saved_tensors
-        return (fused_points_backward(grad_refined, sim, params, discrete, *ctx.meta),) + (None,) * 10
+        return (similarity_as_points_backward(grad_refined, sim, params, discrete, *ctx.meta),) + (None,) * 10
 
 
-@torch.library.custom_op("sasp::fused_points", mutates_args=())
-def fused_points(
+@torch.library.custom_op("sasp::similarity_as_points", mutates_args=())
+def similarity_as_points_op(
     sim: Tensor, params: Tensor, rows: int, cols: int, num_points: int, t_pos: float, t_neg: float,
     down_sample: int, crop_h: int, crop_w: int, radius: int,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """SasP selection + DtoC: refined [M, K, 2] f32, labels [M, K] i64, discrete [M, K, 2] i64,
     non-finite count per row [M] i32."""
-    return fused_points_forward(
+    return similarity_as_points_forward(
         sim.contiguous(), params.contiguous(), rows, cols, num_points, t_pos, t_neg,
         down_sample, crop_h, crop_w, radius,
     )
 
 
-@fused_points.register_fake
-def _fused_points_fake(sim, params, rows, cols, num_points, t_pos, t_neg, down_sample, crop_h, crop_w, radius):
+@similarity_as_points_op.register_fake
+def _similarity_as_points_fake(sim, params, rows, cols, num_points, t_pos, t_neg, down_sample, crop_h, crop_w, radius):
     m = sim.shape[0]
     return (
         sim.new_empty((m, num_points, 2), dtype=torch.float32),
@@ -611,26 +625,26 @@ def _fused_points_fake(sim, params, rows, cols, num_points, t_pos, t_neg, down_s
     )
 
 
-@torch.library.custom_op("sasp::fused_points_backward", mutates_args=())
-def fused_points_backward_op(
+@torch.library.custom_op("sasp::similarity_as_points_backward", mutates_args=())
+def similarity_as_points_backward_op(
     grad: Tensor, sim: Tensor, params: Tensor, discrete: Tensor, rows: int, cols: int,
     crop_h: int, crop_w: int, radius: int,
 ) -> Tensor:
-    """dL/d sim [M, N_p] from dL/d refined [M, K, 2] of ``sasp::fused_points``."""
-    return fused_points_backward(
+    """dL/d sim [M, N_p] from dL/d refined [M, K, 2] of ``sasp::similarity_as_points``."""
+    return similarity_as_points_backward(
         grad, sim.contiguous(), params.contiguous(), discrete.contiguous(), rows, cols, crop_h, crop_w, radius
     )
 
 
-@fused_points_backward_op.register_fake
-def _fused_points_backward_fake(grad, sim, params, discrete, rows, cols, crop_h, crop_w, radius):
+@similarity_as_points_backward_op.register_fake
+def _similarity_as_points_backward_fake(grad, sim, params, discrete, rows, cols, crop_h, crop_w, radius):
     return torch.empty_like(sim)
 
 
 def _setup_context(ctx, inputs, output) -> None:
     sim, params, rows, cols, _, _, _, _, crop_h, crop_w, radius = inputs
     ctx.save_for_backward(sim, params, output[2])
-    ctx.meta = (rows, cols, crop_h, crop_w, radius)
+    ctx.meta = _Geometry(rows, cols, crop_h, crop_w, radius)
 
 
 def _backward(ctx, grad_refined, *_):
@@ -638,11 +652,11 @@ def _backward(ctx, grad_refined, *_):
     if grad_refined is None:
         grad_sim = torch.zeros_like(sim)
     else:
-        grad_sim = torch.ops.sasp.fused_points_backward(grad_refined, sim, params, discrete, *ctx.meta)
+        grad_sim = torch.ops.sasp.similarity_as_points_backward(grad_refined, sim, params, discrete, *ctx.meta)
     return (grad_sim,) + (None,) * 10
 
 
-fused_points.register_autograd(_backward, setup_context=_setup_context)
+similarity_as_points_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # --------------------------------------------------------------------------------------------
@@ -685,7 +699,7 @@ def similarity_as_points_triton(
     image_hw: ImageSizes,
     cfg: Optional[SasPConfig] = None,
     grid_hw: Optional[Tuple[int, int]] = None,
-) -> Tuple[Tensor, Tensor, Tensor]:
+) -> SasPOutput:
     """SasP end to end with the fused kernels; the contract of ``sasp.ops.similarity_as_points``.
 
     Args:
@@ -697,9 +711,9 @@ def similarity_as_points_triton(
         grid_hw (tuple): (rows, cols) of the token grid; default sqrt(N_p) x sqrt(N_p).
 
     Returns:
-        refined (Tensor): [M, K, 2] float32 refined points (x, y), differentiable in ``sim``.
-        labels (Tensor): [M, K] int64 in {1, 0, -1}.
-        discrete (Tensor): [M, K, 2] int64 discrete points (x, y).
+        SasPOutput: ``refined`` [M, K, 2] float32 refined points (x, y), differentiable in
+        ``sim``; ``labels`` [M, K] int64 in {1, 0, -1}; ``discrete`` [M, K, 2] int64 discrete
+        points (x, y). Unpacks as ``refined, labels, discrete``.
 
     With ``cfg.check_finite`` a row holding NaN or Inf raises a ValueError naming it (the
     kernel counts them; one host synchronisation); without it the call never synchronises.
@@ -713,7 +727,7 @@ def similarity_as_points_triton(
         raise ValueError(f"down_sample={cfg.down_sample} leaves no cell of the {rows}x{cols} token grid")
     reason = kernel_limits(sim, cfg, (rows, cols))
     if reason is not None:
-        raise RuntimeError(f"the fused SasP kernel cannot run: {reason}")
+        raise RuntimeError(f"the fused similarity_as_points kernel cannot run: {reason}")
     ch, cw = crop_shape((rows, cols), cfg.crop_size)
     params = _row_params_cached(_size_key(image_hw, m), (dh, dw), (ch, cw), cfg.geometry, str(sim.device))
     # the kernels read float32 (as the torch path computes); other dtypes are cast (and their
@@ -722,10 +736,10 @@ def similarity_as_points_triton(
     args = (sim32, params, rows, cols, cfg.num_points, float(cfg.t_pos), float(cfg.t_neg),
             cfg.down_sample, ch, cw, cfg.dtoc_radius)
     if torch.compiler.is_compiling():
-        refined, labels, discrete, bad = torch.ops.sasp.fused_points(*args)
+        refined, labels, discrete, bad = torch.ops.sasp.similarity_as_points(*args)
     else:
-        refined, labels, discrete, bad = FusedPoints.apply(*args)
+        refined, labels, discrete, bad = SimilarityAsPointsFunction.apply(*args)
     if cfg.check_finite and m and bool(bad.any()):
         row = int(bad.nonzero()[0])
         raise ValueError(f"similarity of <SEG> row {row} contains NaN or Inf")
-    return refined, labels, discrete
+    return SasPOutput(refined, labels, discrete)
