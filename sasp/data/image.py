@@ -66,6 +66,8 @@ def load_image(image: Any) -> np.ndarray:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4) or 0 in arr.shape:
         raise ValueError(f"image must be [H, W, 3], [3, H, W], [H, W] or [H, W, 4], got shape {arr.shape}")
+    if arr.dtype == np.uint8 and arr.shape[-1] == 3:
+        return np.ascontiguousarray(arr)
     if arr.dtype == np.uint8:
         f = arr.astype(np.float64) / 255.0
     elif arr.dtype == np.uint16:
@@ -79,6 +81,4 @@ def load_image(image: Any) -> np.ndarray:
         f = f[..., :3] * alpha + np.asarray(BACKGROUND, np.float64) / 255.0 * (1 - alpha)
     elif arr.shape[-1] == 1:
         f = np.repeat(f, 3, -1)
-    if arr.dtype == np.uint8 and arr.shape[-1] == 3:
-        return np.ascontiguousarray(arr)
     return (f * 255 + 0.5).astype(np.uint8)

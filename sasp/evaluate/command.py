@@ -30,11 +30,15 @@ ReaderFactory = Callable[..., Reader]
 ArmBuilder = Callable[[argparse.Namespace], Tuple[Arm, Arm]]
 
 DATA_KINDS: Dict[str, Union[str, ReaderFactory]] = {
-    "reasonseg": "sasp.data.reasonseg:ReasonSeg",
-    "refcoco": "sasp.data.refcoco:RefCOCO",
-    "grefcoco": "sasp.data.grefcoco:GRefCOCO",
-    "fp_refcoco": "sasp.data.fp_refcoco:FPRefCOCO",
-    "synthetic": "sasp.data.synthetic:Synthetic",
+    "reasonseg": "sasp.data.reasonseg:ReasonSegReader",
+    "refcoco": "sasp.data.readers:refcoco",
+    "refcoco+": "sasp.data.readers:refcoco_plus",
+    "refcocog": "sasp.data.readers:refcocog",
+    "grefcoco": "sasp.data.grefcoco:GRefCOCOReader",
+    "fprefcoco": "sasp.data.readers:fprefcoco",
+    "fprefcoco+": "sasp.data.readers:fprefcoco_plus",
+    "fprefcocog": "sasp.data.readers:fprefcocog",
+    "synthetic": "sasp.data.readers:synthetic",
 }
 """name -> ``factory(root, split=..., **data_args) -> Reader`` or its "module:attribute"."""
 
@@ -208,7 +212,7 @@ def _init_distributed() -> Tuple[bool, int]:
 
 def build_reader(args: argparse.Namespace) -> Reader:
     factory = _resolve(DATA_KINDS, args.data, "data kind")
-    if args.root is None and args.data != "toy":
+    if args.root is None and args.data not in ("toy", "synthetic"):
         raise CommandError(f"--data {args.data} needs --root (the dataset folder)")
     if args.root is not None and not os.path.isdir(args.root):
         raise CommandError(f"dataset root not found: {args.root}")
