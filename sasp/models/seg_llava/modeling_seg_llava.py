@@ -18,7 +18,7 @@ of ``config.image_token_id``, so the patch hidden states sit where ``input_ids``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -201,12 +201,12 @@ class SegLlavaForCausalLM(LlavaForConditionalGeneration):
             raise InputError(f"row {r} has a [SEG] but not {n_p} consecutive image tokens (it has {int(count[r])})")
         idx = first[rows, None] + torch.arange(n_p, device=tokens.device)
         sim = similarity(hidden_states[rows[:, None], idx], hidden_states[rows, pos])
-        out = SegPrompts(seg_rows=rows.cpu(), similarity=sim)
+        refined = labels = None
         cfg = self.config.sasp_config()
         if cfg is not None and self.config.sam_prompt != "text" and rows.numel():
             refined, labels, _ = similarity_as_points(sim, image_hw[rows.cpu()], cfg, self.grid_hw)
-            out.points, out.labels = refined, labels
-        return out
+        # all fields at construction: a ModelOutput's keys (what ** unpacks) are fixed there
+        return SegPrompts(seg_rows=rows.cpu(), similarity=sim, points=refined, labels=labels)
 
     def decode_masks(
         self, tokens: Tensor, hidden_states: Tensor, image_embeddings: Tensor, image_hw: Tensor, sam_input_hw: Tensor
@@ -277,6 +277,7 @@ class SegLlavaForCausalLM(LlavaForConditionalGeneration):
         image_hw: Optional[Tensor] = None,
         sam_input_hw: Optional[Tensor] = None,
         gt_masks: Optional[Sequence[Tensor]] = None,
+        logits_to_keep: Union[int, Tensor, None] = 0,
         **kwargs: Any,
     ):
         """Training forward (LISA's ``model_forward``), or plain LLaVA when ``sam_pixel_values``
@@ -289,10 +290,13 @@ class SegLlavaForCausalLM(LlavaForConditionalGeneration):
             sam_pixel_values (Tensor): [B, 3, S_sam, S_sam] SAM input.
             image_hw (Tensor): [B, 2] original (H, W); sam_input_hw: [B, 2] resized size.
             gt_masks (list[Tensor]): per row [n_SEG, H, W] target masks for BCE + Dice.
+            logits_to_keep (int | Tensor): LLaVA's: logits for the last n positions only (0 or
+                None: all); named here so that ``generate`` computes the last position only.
 
         Returns:
             SegLlavaOutput with ``loss = ce_w * CE + bce_w * BCE + dice_w * Dice``.
         """
+        kwargs["logits_to_keep"] = 0 if logits_to_keep is None else logits_to_keep
         if sam_pixel_values is None:
             return super().forward(
                 input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, labels=labels, **kwargs
