@@ -346,3 +346,6 @@ def allow_only(model: nn.Module, tokens: Sequence[int]) -> None:
     """Make random-weight generation emit only ``tokens`` (suppress every other id)."""
     keep = set(int(t) for t in tokens)
     model.generation_config.suppress_tokens = [t for t in range(model.config.vocab_size) if t not in keep]
+    # transformers 4.x rebuilds a generation config that came from the model config on every
+    # generate() call, which would drop the suppression
+    model.generation_config._from_model_config = False
