@@ -57,7 +57,7 @@ def run_one(arm: str, seed: int, opts: Dict[str, Any], folder: str) -> Dict[str,
     sasp = PRESETS[opts["preset"]] if arm == "sasp" else None
     model, processor = build_model("tiny", seed=seed)
     set_arm(model, sasp)
-    configure_trainable(model, TrainableSettings(train_vision_tower=True, train_projector=True))
+    configure_trainable(model, TrainableSettings(True, True, opts["train_sam_encoder"]))
     init_hash = _hash_params(model)
     train = SyntheticReasonSeg("train", size=opts["train_size"], seed=0)
     val = SyntheticReasonSeg("val", size=opts["val_size"])
@@ -154,7 +154,7 @@ def step_share(batch_size: int, repeats: int, preset: str, seed: int) -> Dict[st
     from sasp.train.model import TrainableSettings, build_model, configure_trainable
 
     model, processor = build_model("tiny", seed=seed)
-    configure_trainable(model, TrainableSettings(True, True))
+    configure_trainable(model, TrainableSettings(True, True, True))
     model.train()
     reader = SyntheticReasonSeg("train", size=batch_size * 4, seed=seed)
     samples = [s for s in (reader[i] for i in range(len(reader))) if s.has_target][:batch_size]
@@ -214,7 +214,7 @@ def step_share(batch_size: int, repeats: int, preset: str, seed: int) -> Dict[st
 def _options(a: argparse.Namespace) -> Dict[str, Any]:
     return {"steps": a.steps, "batch_size": a.batch_size, "lr": a.lr, "warmup": a.warmup, "eval_every": a.eval_every,
             "log_every": a.log_every, "train_size": a.train_size, "val_size": a.val_size, "eval_batch": a.eval_batch,
-            "preset": a.preset, "threads": a.threads, "workers": a.workers}
+            "preset": a.preset, "threads": a.threads, "workers": a.workers, "train_sam_encoder": not a.frozen_sam_encoder}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -232,6 +232,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--val-size", type=int, default=200)
     p.add_argument("--eval-batch", type=int, default=16)
     p.add_argument("--preset", default="read-7b", help="SasP preset of the sasp arm")
+    p.add_argument("--frozen-sam-encoder", action="store_true", help="keep SAM's (random) image encoder frozen, as LISA")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers per run")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (one per core)")

@@ -13,9 +13,10 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 from sasp.data.base import DatasetError, Reader, SampleError
+from sasp.evaluate.command import DATA_KINDS  # one registry of data kinds for compare and train
 
 HELP = """\
 Fine-tune a SegLlava <SEG> model with LISA's losses (CE + 2 BCE + 0.5 Dice), in the baseline
@@ -38,30 +39,12 @@ examples:
       --batch-size 2 --grad-accum 10 --max-steps 5000 --lr 3e-4 --warmup-steps 100
 """
 
-DATA_KINDS: Dict[str, Union[str, Callable[..., Reader]]] = {
-    "reasonseg": "sasp.data.reasonseg:ReasonSeg",
-    "refcoco": "sasp.data.refcoco:RefCOCO",
-    "grefcoco": "sasp.data.grefcoco:GRefCOCO",
-    "fp_refcoco": "sasp.data.fp_refcoco:FPRefCOCO",
-}
-"""name -> ``factory(root, split=..., **data_args) -> Reader`` or its "module:attribute";
-any other "module:attribute" given to --data is loaded the same way."""
-
 RUN_IDENTITY = ("arm", "sasp", "sam_prompt", "model_source", "data", "seed", "lora", "trainable")
 """Fields of sasp_run.json a resumed run must share with the checkpoint it resumes."""
 
 
 class CommandError(ValueError):
     """Bad input to ``sasp train``: printed as one line, exit code 2."""
-
-
-def _synthetic(root: Optional[str], split: str = "train", **kwargs: Any) -> Reader:
-    from sasp.data.synthetic import SyntheticReasonSeg
-
-    return SyntheticReasonSeg(split, **kwargs)
-
-
-DATA_KINDS["synthetic"] = _synthetic
 
 
 def _key_value(text: str) -> Tuple[str, Any]:
@@ -118,6 +101,7 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     m.add_argument("--lora-targets", default="q_proj,v_proj", help="LLM attention modules for LoRA (default q_proj,v_proj)")
     m.add_argument("--train-vision-tower", action="store_true", help="train CLIP too (LISA freezes it)")
     m.add_argument("--train-projector", action="store_true", help="train the multimodal projector too (LISA freezes it)")
+    m.add_argument("--train-sam-encoder", action="store_true", help="train SAM's image encoder too (LISA freezes it)")
     a = p.add_argument_group("arm")
     a.add_argument("--arm", choices=["baseline", "sasp"], default="baseline")
     a.add_argument("--sasp-preset", default="read-7b", help="SasP preset of --arm sasp: read-7b (default), read-13b")
@@ -131,7 +115,7 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     d = p.add_argument_group("data")
     d.add_argument("--data", required=True, metavar="KIND", help=f"{', '.join(sorted(DATA_KINDS))} or module:factory")
     d.add_argument("--root", metavar="PATH", help="dataset root folder")
-    d.add_argument("--split", help="training split (the reader's default when omitted)")
+    d.add_argument("--split", default="train", help="training split (default train)")
     d.add_argument("--limit", type=int, metavar="N", help="only the first N samples")
     d.add_argument("--data-arg", dest="data_args", action="append", type=_key_value, default=[], metavar="KEY=VALUE")
     d.add_argument("--val-data", metavar="KIND", help="validation reader (teacher-forced gIoU every --eval-steps)")
@@ -188,6 +172,8 @@ def _resume_point(args: argparse.Namespace, run_config: Dict[str, Any]) -> Optio
     from .trainer import jsonable, load_run_config
 
     if args.resume is None:
+        if os.path.isdir(args.out) and get_last_checkpoint(args.out) is not None:
+            raise CommandError(f"{args.out} already holds checkpoints: add --resume auto to continue, or use another --out")
         return None
     if args.resume == "auto":
         last = get_last_checkpoint(args.out) if os.path.isdir(args.out) else None
@@ -233,7 +219,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.eval_steps:
         kind = args.val_data or args.data
         val = build_reader(kind, args.root, args.val_split, dict(args.val_data_args), args.val_limit)
-    settings = TrainableSettings(args.train_vision_tower, args.train_projector)
+    settings = TrainableSettings(args.train_vision_tower, args.train_projector, args.train_sam_encoder)
     lora = LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout, tuple(args.lora_targets.split(","))) if args.lora_r else None
 
     model, processor = build_model(args.model, seed=args.seed, sam_checkpoint=args.sam_checkpoint)
@@ -247,7 +233,8 @@ def _run(args: argparse.Namespace) -> int:
         "sam_prompt": args.sam_prompt,
         "model_source": args.model,
         "sam_checkpoint": args.sam_checkpoint,
-        "data": {"train": _fingerprint(train), "val": _fingerprint(val) if val is not None else None},
+        "data": _fingerprint(train),
+        "val_data": _fingerprint(val) if val is not None else None,
         "seed": args.seed,
         "lora": lora,
         "trainable": settings,

@@ -41,10 +41,15 @@ ALWAYS_TRAINED = ("visual_model.mask_decoder", "text_hidden_fcs", "lm_head", "em
 
 @dataclass(frozen=True)
 class TrainableSettings:
-    """Which frozen-by-default parts of the model train as well (LISA freezes all three)."""
+    """Which frozen-by-default parts of the model train as well (LISA freezes all three).
+
+    ``train_sam_encoder`` sets the model's ``config.train_sam_encoder`` (SAM's image encoder
+    then runs with gradients); a model trained from scratch needs it, a released SAM does not.
+    """
 
     train_vision_tower: bool = False
     train_projector: bool = False
+    train_sam_encoder: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,9 +135,9 @@ def set_arm(model: nn.Module, sasp: Optional[SasPConfig], sam_prompt: str = "bot
     return model
 
 
-def _frozen_prefixes(settings: TrainableSettings, config: Any) -> List[str]:
+def _frozen_prefixes(settings: TrainableSettings) -> List[str]:
     frozen = ["visual_model.prompt_encoder"]
-    if not getattr(config, "train_sam_encoder", False):
+    if not settings.train_sam_encoder:
         frozen.append("visual_model.image_encoder")
     if not settings.train_vision_tower:
         frozen.append("model.vision_tower")
@@ -147,7 +152,8 @@ def configure_trainable(model: nn.Module, settings: TrainableSettings = Trainabl
     Returns the names of the trainable parameters. Parameters that receive no gradient stay
     frozen, so DistributedDataParallel needs no unused-parameter search for them."""
     core = _core(model)
-    frozen = _frozen_prefixes(settings, core.config)
+    core.config.train_sam_encoder = settings.train_sam_encoder
+    frozen = _frozen_prefixes(settings)
     for name, p in core.named_parameters():
         p.requires_grad_(not any(name == f or name.startswith(f + ".") for f in frozen))
     return trainable_parameter_names(model)
@@ -167,6 +173,7 @@ def apply_lora(model: nn.Module, lora: LoraSettings, settings: TrainableSettings
     except ImportError:
         raise ImportError("LoRA training needs PEFT: pip install peft") from None
     core = _core(model)
+    core.config.train_sam_encoder = settings.train_sam_encoder
     targets = "|".join(sorted(set(lora.targets)))
     # only the LLM's layers: CLIP and SAM have q_proj/v_proj modules of their own
     pattern = rf"model\.language_model\.layers\.\d+\.self_attn\.({targets})"
@@ -180,6 +187,8 @@ def apply_lora(model: nn.Module, lora: LoraSettings, settings: TrainableSettings
         save.append("multi_modal_projector")
     if settings.train_vision_tower:
         save.append("vision_tower")
+    if settings.train_sam_encoder:
+        save.append("image_encoder")
     config = LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=pattern,
         modules_to_save=save, bias="none",

@@ -103,7 +103,8 @@ def evaluate_giou(
 class GIoUCallback(TrainerCallback):
     """Evaluate teacher-forced gIoU every ``every`` optimizer steps (and at step 0 and at the
     end) on the main process; append ``{"step", "giou", "ciou", "n", "seconds"}`` to
-    ``self.curve`` and rewrite ``path`` (JSON) after each evaluation."""
+    ``self.curve`` and rewrite ``path`` (JSON) after each evaluation. A resumed run keeps the
+    evaluations ``path`` holds up to its checkpoint's step."""
 
     def __init__(self, processor: Any, samples: Sequence[Sample], every: int, path: Optional[str] = None, batch_size: int = 8):
         if every < 1:
@@ -129,6 +130,10 @@ class GIoUCallback(TrainerCallback):
                 json.dump(self.curve, f, indent=1)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Optional[nn.Module] = None, **kwargs: Any):
+        if state.global_step > 0 and self.path and os.path.isfile(self.path):  # resumed: keep the evaluations so far
+            with open(self.path) as f:
+                self.curve = [c for c in json.load(f) if c["step"] <= state.global_step]
+            self._done = {c["step"] for c in self.curve}
         if state.global_step == 0 and model is not None:
             self._evaluate(state, model)
 

@@ -149,7 +149,7 @@ def test_checkpoint_holds_the_run_config_and_resumes_by_command(tmp_path):
         assert rec["arm"] == "sasp" and rec["seed"] == 5 and rec["global_step"] == step
         assert rec["sasp"]["num_points"] == 12 and rec["sasp"]["t_pos"] == 0.8  # READ-7B with one override
         assert rec["model_config"]["sasp"]["num_points"] == 12
-        assert rec["data"]["train"] == {"name": "rects", "count": 6}
+        assert rec["data"] == {"name": "rects", "count": 6}
         assert rec["lora"]["r"] == 2 and rec["training_args"]["max_steps"] == 3
     merged, _ = load_model(os.path.join(out, "merged"))
     assert merged.config.sasp["num_points"] == 12
@@ -160,6 +160,7 @@ def test_checkpoint_holds_the_run_config_and_resumes_by_command(tmp_path):
         shutil.rmtree(os.path.join(out, name))
     other = [a if a != "sasp" else "baseline" for a in argv if a not in ("--num-points", "12")]
     assert run(parse(other + ["--resume", "auto"])) == 2  # another arm: refused
+    assert run(parse(argv)) == 2  # checkpoints there, no --resume: refused
     assert run(parse(argv + ["--resume", "auto"])) == 0  # continues from checkpoint-1
     assert [r["step"] for r in _order(out)] == [0, 1, 2, 1, 2]
     resumed = load_file(os.path.join(out, "adapter_model.safetensors"))
