@@ -157,4 +157,28 @@ class SegLlavaProcessor:
         if os.path.isfile(meta):
             with open(meta) as f:
                 extra = json.load(f)
-        return cls(LlavaProcessor.from_pretrained(path), **extra)
+        llava = LlavaProcessor.from_pretrained(path)
+        saved = _saved_image_processor_type(path)
+        if saved is not None and type(llava.image_processor).__name__ != saved:
+            # some transformers versions load a saved slow image processor as its fast twin,
+            # whose resizing differs slightly: load the class that was saved
+            import transformers
+
+            saved_class = getattr(transformers, saved, None)
+            if saved_class is not None:
+                llava.image_processor = saved_class.from_pretrained(path)
+        return cls(llava, **extra)
+
+
+def _saved_image_processor_type(path: Union[str, os.PathLike]) -> Optional[str]:
+    """The image processor's class name as saved in ``path`` (None when not recorded)."""
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            continue
+        with open(file) as f:
+            saved = json.load(f)
+        saved = saved.get("image_processor", saved)
+        if isinstance(saved, dict) and isinstance(saved.get("image_processor_type"), str):
+            return saved["image_processor_type"]
+    return None
