@@ -224,7 +224,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2 (run), 0 (pilot)")
     p.add_argument("--steps", type=int, default=900, help="optimizer steps per run (default 900)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--log-every", type=int, default=10)

@@ -1,6 +1,6 @@
 """``sasp train``: the command line of ``sasp.train``.
 
-    sasp train --model tiny --data synthetic --data-arg size=2000 --out runs/tiny --max-steps 200
+    sasp train --model tiny --data synthetic --data-arg size=2000 --out runs/tiny --max-steps 200 --cpu
     torchrun --nproc-per-node 8 -m sasp.train --model ./llava-1.5-7b-hf ...     # one process per GPU
     accelerate launch -m sasp.train ... --deepspeed ds_zero2.json
 
@@ -31,11 +31,12 @@ adapters on the LLM's attention instead of the full LLM (LISA: --lora-r 8) and w
 merged model to <out>/merged at the end.
 
 examples:
-  sasp train --model tiny --data synthetic --data-arg size=2000 --out runs/tiny \\
-      --train-vision-tower --train-projector --max-steps 300 --lr 1e-3
-  sasp train --model tiny --data synthetic --out runs/tiny-sasp --arm sasp --sasp-preset read-7b
+  sasp train --model tiny --data synthetic --data-arg size=8000 --out runs/tiny --cpu \\
+      --train-vision-tower --train-projector --train-sam-encoder --batch-size 8 \\
+      --max-steps 900 --lr 1e-3 --warmup-steps 30 --val-data synthetic --eval-steps 100
+  sasp train ...same... --out runs/tiny-sasp --arm sasp --sasp-preset read-7b
   torchrun --nproc-per-node 8 -m sasp.train --model ./seg-llava-7b --data reasonseg \\
-      --root ./dataset --split train --out runs/lisa7b-sasp --arm sasp --lora-r 8 --bf16 \\
+      --root ./dataset/reason_seg/ReasonSeg --out runs/lisa7b-sasp --arm sasp --lora-r 8 --bf16 \\
       --batch-size 2 --grad-accum 10 --max-steps 5000 --lr 3e-4 --warmup-steps 100
 """
 

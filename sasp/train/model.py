@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -34,10 +35,6 @@ __all__ = [
 
 LLM_ATTENTION = ("q_proj", "v_proj")
 """LISA's LoRA targets: the LLM's attention query and value projections."""
-
-ALWAYS_TRAINED = ("visual_model.mask_decoder", "text_hidden_fcs", "lm_head", "embed_tokens")
-"""Trained in every mode (LISA's ``trainable_parts``); with LoRA they are PEFT ``modules_to_save``."""
-
 
 @dataclass(frozen=True)
 class TrainableSettings:
@@ -149,8 +146,10 @@ def _frozen_prefixes(settings: TrainableSettings) -> List[str]:
 def configure_trainable(model: nn.Module, settings: TrainableSettings = TrainableSettings()) -> List[str]:
     """Full fine-tuning: freeze what LISA freezes (minus ``settings``), train the rest.
 
-    Returns the names of the trainable parameters. Parameters that receive no gradient stay
-    frozen, so DistributedDataParallel needs no unused-parameter search for them."""
+    Returns the names of the trainable parameters. SAM's prompt encoder stays frozen in both
+    arms (LISA, READ). A few mask-decoder parameters never get a gradient (the IoU head and
+    the multimask tokens, as in LISA), so DistributedDataParallel needs
+    ``find_unused_parameters`` (``Trainer``'s default for this model)."""
     core = _core(model)
     core.config.train_sam_encoder = settings.train_sam_encoder
     frozen = _frozen_prefixes(settings)
@@ -178,8 +177,6 @@ def apply_lora(model: nn.Module, lora: LoraSettings, settings: TrainableSettings
     # only the LLM's layers: CLIP and SAM have q_proj/v_proj modules of their own
     pattern = rf"model\.language_model\.layers\.\d+\.self_attn\.({targets})"
     names = [n for n, _ in core.named_modules()]
-    import re
-
     if not any(re.fullmatch(pattern, n) for n in names):
         raise ValueError(f"no LLM attention module matches the LoRA targets {list(lora.targets)}")
     save = ["mask_decoder", "text_hidden_fcs.0", "lm_head", "embed_tokens"]

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from train_cases import Rects, flat_params
+from train_cases import flat_params
 from train_worker import train
 
 HERE = os.path.dirname(os.path.abspath(__file__))

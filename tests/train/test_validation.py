@@ -7,7 +7,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 
 from sasp.data import IGNORE, Sample
 from sasp.train.validation import GIoUCallback, evaluate_giou, trivial_scores

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import functools
-import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
