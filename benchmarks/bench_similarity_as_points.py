@@ -1,147 +1,156 @@
-"""SasP (selection + DtoC) fast path against its literal reference, forward / backward / both.
+"""similarity_as_points (selection + DtoC) per provider against its literal reference,
+forward / backward / both, side by side in one run.
 
-    python benchmarks/bench_sasp.py            # full table (about 2 minutes on 2 CPU cores)
-    python benchmarks/bench_sasp.py --quick    # two sizes, fewer repetitions
+    python benchmarks/bench_similarity_as_points.py              # full table (a few minutes on 2 CPU cores)
+    python benchmarks/bench_similarity_as_points.py --quick      # two sizes, one reference run each
+    python benchmarks/bench_similarity_as_points.py --threads 4  # torch threads (default 2)
+    python benchmarks/bench_similarity_as_points.py --device cuda  # + the Triton kernel (GPU)
 
-Prints median and spread per case, extra memory per <SEG> (total bytes the ops allocate, an
-upper bound on the peak), the speed-up against the reference measured in the same run, the
-three targets of the core issue, and appends a CSV row per case (machine, versions, date).
-The reference loops over rows, so at batch 64 it is timed at batch 1 and scaled by 64.
-
-Timing: the reference runs 5 times per size (once above 4 Mpx), one call per sample. The fast
-path is timed in samples of 10 back-to-back calls (per-call time = sample / 10, as timeit does),
-in blocks that follow each reference run after untimed warm-up calls, so that both see the same
-machine: the load on a shared VM drifts over seconds. A single call timed alone after unrelated
-work is slower by its cache misses (about 0.1-0.2 ms on the 2-core VM of the README).
+Providers:
+  reference  similarity_as_points_ref: select_points_ref then dtoc_ref per row (full H x W
+             maps); timed at batch 1, scaled by the batch
+  torch      similarity_as_points on the torch path (SASP_BACKEND=torch)
+  triton     the fused kernel, similarity_as_points_triton (GPU only; what SASP_BACKEND=triton
+             and the automatic choice on CUDA run), including its one host synchronisation
+             for the NaN/Inf check
+  triton-nc  the same with check_finite=False: no host synchronisation at all (GPU only)
+  kernels    the two launchers alone, the kernels' own time without the Python wrapper (GPU only)
+Prints median and spread per case (CPU: torch.utils.benchmark.Timer, blocked_autorange;
+CUDA: triton.testing.do_bench), extra memory per <SEG> (CPU: total bytes allocated, an upper
+bound on the peak; CUDA: the allocator's peak), the speed-up against the reference measured
+in the same run, and the targets: fwd+bwd per <SEG> at 1080x1920 >= 1000x faster than the
+reference, <= 1 MB extra memory per <SEG>, 64 <SEG>s in one call <= 8x one <SEG> (and on a
+GPU: 64 <SEG>s at 1080x1920 fwd+bwd <= 100 us and >= 5x the torch path, set for an H100).
+Appends one CSV row per measurement (machine, versions, date, commit) to benchmarks/out/.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
 import sys
-import time
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import allocated_bytes, machine, write_csv  # noqa: E402
+from _common import Provider, autograd_passes, extra_bytes, run  # noqa: E402
 
-import sasp  # noqa: E402
-from sasp import SasPConfig, dtoc_ref, select_points_ref, similarity_as_points  # noqa: E402
+from sasp import SasPConfig, similarity_as_points, similarity_as_points_ref  # noqa: E402
 
-SIZES = [(480, 640), (1024, 768), (1080, 1920), (4000, 3000)]
-QUICK_SIZES = [(480, 640), (1080, 1920)]
-BATCHES = [1, 64]
-INNER = 10  # the fast path's calls per sample, back to back (as timeit does; see main's docstring)
+CFG = SasPConfig()  # READ-7B: K = 30, down_sample 2, N_p = 576
+KEY = (1080, 1920)
+GPU_TARGET = (100.0, 5.0)  # 64 <SEG>s at 1080x1920, fwd+bwd: budget in us, speed-up over the torch path
 
 
-def sasp_step(sim, hw, cfg):
-    return similarity_as_points(sim, hw, cfg)[0]
+def _kernels(sim, hw):
+    """The launchers alone (no validation, no autograd)."""
+    from sasp.ops.triton import similarity_as_points as kernels  # the module (imports Triton)
+    from sasp.ops.dtoc import crop_shape
+
+    rows = cols = 24
+    dh, dw = rows // CFG.down_sample, cols // CFG.down_sample
+    ch, cw = crop_shape((rows, cols), CFG.crop_size)
+    params = kernels._row_params_cached(tuple(hw), (dh, dw), (ch, cw), CFG.geometry, str(sim.device))
+    x = sim.detach()
+
+    def fwd():
+        return kernels.similarity_as_points_forward(x, params, rows, cols, CFG.num_points, CFG.t_pos, CFG.t_neg,
+                                                    CFG.down_sample, ch, cw, CFG.dtoc_radius)
+
+    discrete = fwd()[2]
+    grad = torch.ones(x.shape[0], CFG.num_points, 2, device=x.device)
+
+    def bwd():
+        return kernels.similarity_as_points_backward(grad, x, params, discrete, rows, cols, ch, cw, CFG.dtoc_radius)
+
+    def full():
+        out = fwd()
+        return kernels.similarity_as_points_backward(grad, x, params, out[2], rows, cols, ch, cw, CFG.dtoc_radius)
+
+    return {"fwd": fwd, "bwd": bwd, "full": full}
 
 
-def ref_step(sim, hw, cfg):
-    points, _ = select_points_ref(sim, hw, cfg)
-    return dtoc_ref(sim, hw, points, cfg)
+def providers(args):
+    def triton_op(cfg):
+        from sasp.ops.triton import similarity_as_points_triton
+
+        return lambda sim, hw: autograd_passes(lambda: similarity_as_points_triton(sim, hw, cfg).refined, sim)
+
+    table = {
+        "reference": Provider("reference", lambda sim, hw: autograd_passes(lambda: similarity_as_points_ref(sim, hw, CFG).refined, sim), per_row=True),
+        "torch": Provider("torch", lambda sim, hw: autograd_passes(lambda: similarity_as_points(sim, hw, CFG).refined, sim)),
+    }
+    gpu = args.device == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"  # (the interpreter: a smoke run)
+    if gpu:
+        table["triton"] = Provider("triton", triton_op(CFG))
+        table["triton-nc"] = Provider("triton-nc", triton_op(CFG.replace(check_finite=False)))
+        table["kernels"] = Provider("kernels", _kernels)
+    names = args.providers or list(table)
+    unknown = set(names) - set(table)
+    if unknown:
+        raise SystemExit(f"unknown or unavailable providers {sorted(unknown)} (on {args.device}: {', '.join(table)})")
+    return [table["reference"]] + [table[n] for n in table if n in names and n != "reference"]
 
 
-PASSES = ("fwd", "bwd", "full")
+def arithmetic_probe(device: str = "cuda") -> str:
+    """Does the kernel's emulation of CUDA's bilinear arithmetic match F.interpolate bit for bit?"""
+    def fma(a, b, c):
+        return (a.double() * b.double() + c.double()).float()
 
+    def taps(n_in, n_out):
+        scale = torch.tensor(np.float32(n_in) / np.float32(n_out), device=device)
+        d = torch.arange(n_out, device=device, dtype=torch.float32)
+        src = fma(scale, d + 0.5, torch.tensor(-0.5, device=device)).clamp(min=0)
+        i0 = src.floor().long().clamp(max=n_in - 1)
+        l1 = (src - i0.float()).clamp(0, 1)
+        return i0, torch.where(i0 < n_in - 1, i0 + 1, i0), 1 - l1, l1
 
-def samples(step, sim, hw, cfg, reps, inner=1):
-    """Per-call times in ms of forward, backward (of outputs computed beforehand) and both:
-    ``reps`` samples of each, a sample being the mean of ``inner`` back-to-back calls."""
-    out = {p: [] for p in PASSES}
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            step(sim, hw, cfg)
-        out["fwd"].append((time.perf_counter() - t0) * 1e3 / inner)
-        ys = [step(sim, hw, cfg) for _ in range(inner)]
-        t0 = time.perf_counter()
-        for y in ys:
-            y.sum().backward()
-        out["bwd"].append((time.perf_counter() - t0) * 1e3 / inner)
-        del ys
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            step(sim, hw, cfg).sum().backward()
-        out["full"].append((time.perf_counter() - t0) * 1e3 / inner)
-    return out
-
-
-def summary_of(times):
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times)}
+    total = same = 0
+    for rows, cols, dh, dw in [(23, 23, 11, 11), (24, 24, 5, 5), (17, 31, 8, 15), (24, 24, 12, 12), (64, 64, 21, 21)]:
+        x = torch.randn(8, rows, cols, device=device)
+        ref = F.interpolate(x[:, None], (dh, dw), mode="bilinear", align_corners=False)[:, 0]
+        y0, y1, h0, h1 = taps(rows, dh)
+        x0, x1, w0, w1 = taps(cols, dw)
+        h0, h1, w0, w1 = h0[:, None], h1[:, None], w0[None], w1[None]
+        v = lambda yy, xx: x[:, yy[:, None], xx[None, :]]  # noqa: E731
+        out = fma(h0, fma(w0, v(y0, x0), w1 * v(y0, x1)), h1 * fma(w0, v(y1, x0), w1 * v(y1, x1)))
+        total += out.numel()
+        same += int((out == ref).sum())
+    return f"{same}/{total} outputs bit-identical"
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="two image sizes, fewer repetitions")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    ap.add_argument("--csv", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_sasp.csv"))
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    cfg = SasPConfig()
-    sizes = QUICK_SIZES if args.quick else SIZES
-    reps = 10 if args.quick else 50  # the fast path: many short samples, so that a burst of load on a
-    # shared machine moves the median little (the reference runs 1-5 times, up to seconds each)
-    info = machine()
-    print(f"sasp {sasp.__version__} | {info['machine']} | torch {info['torch']} | {info['date']}")
-    print(f"backend: {sasp.backend_for(torch.zeros(1, 576))}, K={cfg.num_points}, N_p=576\n")
-    print("| image | batch | pass | sasp ms (median [min, max]) | reference ms | speed-up | sasp KB/<SEG> | reference KB/<SEG> |")
-    print("|---|---|---|---|---|---|---|---|")
-    rows, summary = [], {}
-    for hw in sizes:
-        ref_sim = torch.randn(1, 576, requires_grad=True)
-        sims = {m: torch.randn(m, 576, requires_grad=True) for m in BATCHES}
-        ref_reps = 1 if (args.quick or hw[0] * hw[1] > 4e6) else 5
-        # interleaved: each reference run is followed by a block of fast-path runs (after a few
-        # untimed ones, as the reference leaves the caches cold), so that both see the same
-        # machine: the load of a shared VM drifts over seconds
-        ref_t = {p: [] for p in PASSES}
-        fast_t = {m: {p: [] for p in PASSES} for m in BATCHES}
-        ref_step(ref_sim, [hw], cfg).sum().backward()  # warm-up
-        for _ in range(ref_reps):
-            for p, t in samples(ref_step, ref_sim, [hw], cfg, 1).items():
-                ref_t[p] += t
-            for m in BATCHES:
-                samples(sasp_step, sims[m], [hw] * m, cfg, 5, INNER)  # warm-up
-                for p, t in samples(sasp_step, sims[m], [hw] * m, cfg, max(1, reps // ref_reps), INNER).items():
-                    fast_t[m][p] += t
-        ref = {p: summary_of(t) for p, t in ref_t.items()}
-        ref_mem = allocated_bytes(lambda: ref_step(ref_sim, [hw], cfg).sum().backward())
-        for m in BATCHES:
-            sim = sims[m]
-            fast = {p: summary_of(t) for p, t in fast_t[m].items()}
-            mem = allocated_bytes(lambda: sasp_step(sim, [hw] * m, cfg).sum().backward()) / m
-            for p in PASSES:
-                f, r = fast[p], ref[p]["median_ms"] * m
-                speed = r / f["median_ms"]
-                summary[(hw, m, p)] = (f["median_ms"], speed, mem)
-                print(
-                    f"| {hw[0]}x{hw[1]} | {m} | {p} | {f['median_ms']:.3f} [{f['min_ms']:.3f}, {f['max_ms']:.3f}] "
-                    f"| {r:.1f}{' (64 x batch 1)' if m > 1 else ''} | {speed:,.0f}x | {mem / 1024:.0f} | {ref_mem / 1024:,.0f} |"
-                )
-                rows.append({**info, "image": f"{hw[0]}x{hw[1]}", "batch": m, "pass": p, "sasp_median_ms": f"{f['median_ms']:.4f}",
-                             "sasp_min_ms": f"{f['min_ms']:.4f}", "sasp_max_ms": f"{f['max_ms']:.4f}", "ref_ms": f"{r:.2f}",
-                             "speedup": f"{speed:.1f}", "sasp_bytes_per_seg": int(mem), "ref_bytes_per_seg": ref_mem})
-    big = torch.randn(1, 576, requires_grad=True)
-    mem_8k = allocated_bytes(lambda: sasp_step(big, [(8000, 8000)], cfg).sum().backward())
-    write_csv(args.csv, rows)
-
-    key = (1080, 1920)
-    t1, speed1, mem1 = summary[(key, 1, "full")]
-    t64 = summary[(key, 64, "full")][0]
-    checks = [
-        (f"fwd+bwd per <SEG> at 1080x1920 >= 1000x faster than the reference: {speed1:,.0f}x", speed1 >= 1000),
-        (f"extra memory per <SEG> <= 1 MB: {mem1 / 2**20:.3f} MB at 1080x1920, {mem_8k / 2**20:.3f} MB at 8000x8000", max(mem1, mem_8k) <= 2**20),
-        (f"64 <SEG>s in one call <= 8x one <SEG>: {t64 / t1:.1f}x", t64 <= 8 * t1),
-    ]
+    os.environ["SASP_BACKEND"] = "torch"  # the "torch" provider; the triton providers call the kernel directly
+    args, stats = run("similarity_as_points", __doc__, providers, ("fwd", "bwd", "full"), argv)
+    names = {name for (_, _, name, _) in stats}
+    if KEY not in args.sizes or not {1, 64} <= set(args.batches):
+        return 0
     print("\nTargets:")
-    for text, ok in checks:
-        print(f"  [{'PASS' if ok else 'MISS'}] {text}")
-    print(f"\nCSV rows appended to {args.csv}")
+    for name in sorted(names - {"reference", "kernels"}):
+        t1, _, _, _, mem1 = stats[(KEY, 1, name, "full")]
+        speed1 = stats[(KEY, 1, "reference", "full")][0] / t1
+        t64 = stats[(KEY, 64, name, "full")][0]
+        big = torch.randn(1, 576, device=args.device, requires_grad=True)
+        op = next(p for p in providers(args) if p.name == name).build
+        mem_8k = extra_bytes(op(big, [(8000, 8000)])["full"], args.device)
+        checks = [
+            (f"fwd+bwd per <SEG> at 1080x1920 >= 1000x faster than the reference: {speed1:,.0f}x", speed1 >= 1000),
+            (f"extra memory per <SEG> <= 1 MB: {mem1 / 2**20:.3f} MB at 1080x1920, {mem_8k / 2**20:.3f} MB at 8000x8000",
+             max(mem1, mem_8k) <= 2**20),
+            (f"64 <SEG>s in one call <= 8x one <SEG>: {t64 / t1:.1f}x", t64 <= 8 * t1),
+        ]
+        if args.device == "cuda" and name == "triton":
+            budget, speed = GPU_TARGET
+            t_torch = stats[(KEY, 64, "torch", "full")][0] if "torch" in names else float("nan")
+            checks += [
+                (f"GPU: 64 <SEG>s at 1080x1920 fwd+bwd <= {budget:.0f} us: {t64 * 1e3:.1f} us", t64 * 1e3 <= budget),
+                (f"GPU: >= {speed:.0f}x the torch path: {t_torch / t64:.1f}x", t_torch / t64 >= speed),
+            ]
+        print(f"  {name} (torch.set_num_threads({args.threads})):")
+        for text, ok in checks:
+            print(f"    [{'PASS' if ok else 'MISS'}] {text}")
+    if args.device == "cuda":
+        print(f"\nCUDA bilinear arithmetic probe (kernel emulation vs F.interpolate): {arithmetic_probe()}")
     return 0
 
 
