@@ -21,7 +21,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from sasp.config import PRESETS, SasPConfig
 
-from .keys import IM_END, IM_START, ConversionError, Family
+from .keys import IM_END, IM_START, ConversionError, Family, brief
 from .source import Checkpoint, TensorInfo, open_checkpoint
 
 IMAGE_TOKEN = "<image>"
@@ -49,7 +49,7 @@ def load_tokenizer(path: str):
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ConversionError(f"{path} has no usable tokenizer ({type(err).__name__}: {err})") from None
+        raise ConversionError(f"{path} has no usable tokenizer ({brief(err)})") from None
 
 
 def single_token_id(tokenizer: Any, token: str, where: str) -> Optional[int]:
@@ -74,7 +74,7 @@ def text_config(raw: Mapping[str, Any], vocab_size: int):
     fields), with the vocabulary grown by the image token."""
     from transformers import LlamaConfig
 
-    fields = {k: raw[k] for k in LLAMA_FIELDS if k in raw}
+    fields = {k: raw[k] for k in LLAMA_FIELDS if raw.get(k) is not None}
     missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size") if k not in raw]
     if missing:
         raise ConversionError(f"config.json lacks {missing[0]}: not a Llama-based LLaVA checkpoint")
@@ -121,7 +121,7 @@ def vision_tower(ck: Checkpoint, tower: Optional[str]) -> Tuple[Any, Any, Option
         try:
             config = CLIPVisionConfig.from_pretrained(folder)
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ConversionError(f"vision tower {folder} has no usable CLIP config ({type(err).__name__}: {err})") from None
+            raise ConversionError(f"vision tower {folder} has no usable CLIP config ({brief(err)})") from None
     elif inside:
         config = _clip_from_shapes(inside)
     else:

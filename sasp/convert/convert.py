@@ -235,10 +235,13 @@ def convert_checkpoint(
     ids = _token_ids(tokenizer, fam, src)
     if str(ck.config.get("mm_vision_select_feature", "patch")) != "patch":
         raise ConversionError("only mm_vision_select_feature='patch' (CLS dropped) converts to LLaVA's 'default' strategy")
-    vocab = int(ck.config.get("vocab_size") or ck.tensors[next(k for k in ck.tensors if k.endswith("embed_tokens.weight"))].shape[0])
-    image_id = assets.add_image_token(tokenizer)
-    if len(tokenizer) > max(vocab, image_id + 1):
+    embed = ck.tensors.get("model.embed_tokens.weight")
+    if embed is None:
+        raise ConversionError(f"{src} has no model.embed_tokens.weight: not a LLaVA-1.x checkpoint")
+    vocab = int(embed.shape[0])
+    if len(tokenizer) > vocab:
         raise ConversionError(f"the tokenizer has {len(tokenizer)} tokens but the embeddings only {vocab} rows")
+    image_id = assets.add_image_token(tokenizer)
     rows = max(vocab, image_id + 1)
     vision_cfg, image_processor, tower_ck = assets.vision_tower(ck, os.fspath(vision_tower) if vision_tower else None)
     sam = assets.sam_config(ck, sam_config)

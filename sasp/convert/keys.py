@@ -34,6 +34,12 @@ class ConversionError(ValueError):
     setting at fault."""
 
 
+def brief(err: BaseException) -> str:
+    """``Type: first line`` of an exception, at most 200 characters, for one-line messages."""
+    text = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {text[:200]}"
+
+
 Rule = Tuple[str, str]
 """(regular expression over a whole source key, replacement template)."""
 
@@ -109,7 +115,7 @@ _CACHE: Dict[Tuple[Rule, ...], Tuple[Tuple["re.Pattern[str]", str], ...]] = {}
 
 
 def map_key(key: str, rules: Sequence[Rule], dropped: Sequence[Rule], where: str) -> Optional[str]:
-    """Our name for a source key, or None when the key is a dropped buffer.
+    """Our name for a source key, or None when the key is a dropped buffer (checked first).
 
     Raises:
         ConversionError: the key matches no rule (``where`` says which file it came from).
@@ -117,13 +123,13 @@ def map_key(key: str, rules: Sequence[Rule], dropped: Sequence[Rule], where: str
     for table in (tuple(rules), tuple(dropped)):
         if table not in _CACHE:
             _CACHE[table] = _compile(table)
+    for pattern, _ in _CACHE[tuple(dropped)]:
+        if pattern.fullmatch(key):
+            return None
     for pattern, target in _CACHE[tuple(rules)]:
         m = pattern.fullmatch(key)
         if m:
             return m.expand(target)
-    for pattern, _ in _CACHE[tuple(dropped)]:
-        if pattern.fullmatch(key):
-            return None
     raise ConversionError(f"{where}: unknown key {key!r}; it has no place in a SegLlava model")
 
 

@@ -16,7 +16,7 @@ from typing import Dict, Iterator, List, Tuple
 
 import torch
 
-from .keys import ConversionError
+from .keys import ConversionError, brief
 
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 SINGLE_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -51,7 +51,7 @@ def read_json(path: str) -> Dict[str, object]:
         with open(path) as f:
             value = json.load(f)
     except (OSError, ValueError) as err:
-        raise ConversionError(f"{path} is not readable JSON ({type(err).__name__}: {err})") from None
+        raise ConversionError(f"{path} is not readable JSON ({brief(err)})") from None
     if not isinstance(value, dict):
         raise ConversionError(f"{path} does not hold a JSON object")
     return value
@@ -83,7 +83,7 @@ def _load_bin(file: str) -> Dict[str, torch.Tensor]:
         except RuntimeError:  # pre-zip serialisation cannot be memory-mapped
             state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a weight file"
-        raise ConversionError(f"{file} is not a readable state dict ({type(err).__name__}: {err})") from None
+        raise ConversionError(f"{file} is not a readable state dict ({brief(err)})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConversionError(f"{file} does not hold a flat state dict of tensors")
     return state
@@ -97,7 +97,7 @@ def read_tensors(file: str) -> Iterator[Tuple[str, torch.Tensor]]:
         try:
             handle = safe_open(file, framework="pt")
         except Exception as err:  # noqa: BLE001 - a damaged header
-            raise ConversionError(f"{file} is not a readable safetensors file ({type(err).__name__}: {err})") from None
+            raise ConversionError(f"{file} is not a readable safetensors file ({brief(err)})") from None
         with handle as f:
             for key in f.keys():
                 yield key, f.get_tensor(key)
@@ -120,7 +120,7 @@ def _headers(file: str) -> Dict[str, Tuple[Tuple[int, ...], str]]:
                     out[key] = (tuple(int(s) for s in part.get_shape()), str(part.get_dtype()))
                 return out
         except Exception as err:  # noqa: BLE001 - a damaged header
-            raise ConversionError(f"{file} is not a readable safetensors file ({type(err).__name__}: {err})") from None
+            raise ConversionError(f"{file} is not a readable safetensors file ({brief(err)})") from None
     return {k: (tuple(v.shape), str(v.dtype)) for k, v in _load_bin(file).items()}
 
 

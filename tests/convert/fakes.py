@@ -55,14 +55,17 @@ def clip_config():
     )
 
 
-def family_state(family: str, vocab: int, seed: int = 0, with_tower: bool = False) -> Dict[str, torch.Tensor]:
-    """The state dict a merged ``family`` folder holds, with random values."""
+def family_state(family: str, vocab: int, seed: int = 0, with_tower: bool = False, hidden: int = HIDDEN,
+                 layers: int = LAYERS, dtype: torch.dtype = torch.float32) -> Dict[str, torch.Tensor]:
+    """The state dict a merged ``family`` folder holds, with random values (Llama part
+    ``hidden`` wide, ``layers`` deep, in ``dtype``)."""
     from sasp.models.seg_llava.sam import build_sam
 
     gen = torch.Generator().manual_seed(seed)
+    HIDDEN, LAYERS = hidden, layers  # noqa: N806 - the module constants, overridden
 
     def rnd(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen)
+        return torch.randn(*shape, generator=gen).to(dtype)
 
     state: Dict[str, torch.Tensor] = {"model.embed_tokens.weight": rnd(vocab, HIDDEN)}
     for i in range(LAYERS):
@@ -97,13 +100,19 @@ def write_folder(dst: Path, state: Dict[str, torch.Tensor], config: Dict[str, ob
                  safetensors: bool = False) -> List[str]:
     """``save_pretrained``'s layout: sharded weights + index, config.json, tokenizer files."""
     dst.mkdir(parents=True, exist_ok=True)
-    keys = list(state)
-    per = -(-len(keys) // shards)
+    total = sum(v.numel() * v.element_size() for v in state.values())
+    groups, size = [[]], 0
+    for k, v in state.items():  # fill shards up to total / shards bytes, as max_shard_size does
+        if size >= total / shards and len(groups) < shards:
+            groups.append([])
+            size = 0
+        groups[-1].append(k)
+        size += v.numel() * v.element_size()
     ext, stem = ("safetensors", "model") if safetensors else ("bin", "pytorch_model")
     names, weight_map = [], {}
-    for i in range(shards):
-        part = {k: state[k] for k in keys[i * per:(i + 1) * per]}
-        name = f"{stem}-{i + 1:05d}-of-{shards:05d}.{ext}"
+    for i, group in enumerate(groups):
+        part = {k: state[k] for k in group}
+        name = f"{stem}-{i + 1:05d}-of-{len(groups):05d}.{ext}"
         if safetensors:
             from safetensors.torch import save_file
 
@@ -112,7 +121,6 @@ def write_folder(dst: Path, state: Dict[str, torch.Tensor], config: Dict[str, ob
             torch.save(part, dst / name)
         names.append(name)
         weight_map.update({k: name for k in part})
-    total = sum(v.numel() * v.element_size() for v in state.values())
     (dst / f"{stem}.{ext}.index.json").write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
     (dst / "config.json").write_text(json.dumps(config, indent=2))
     if tokenizer is not None:
@@ -120,13 +128,15 @@ def write_folder(dst: Path, state: Dict[str, torch.Tensor], config: Dict[str, ob
     return names
 
 
-def family_config(family: str, vocab: int, tower: Optional[str]) -> Dict[str, object]:
+def family_config(family: str, vocab: int, tower: Optional[str], hidden: int = HIDDEN, layers: int = LAYERS,
+                  dtype: str = "float32") -> Dict[str, object]:
     """config.json as the family's ``save_pretrained`` writes it (transformers 4.31 fields)."""
+    HIDDEN, LAYERS = hidden, layers  # noqa: N806 - the module constants, overridden
     cfg: Dict[str, object] = {
         "architectures": [ARCHITECTURES[family]], "model_type": "llava", "hidden_act": "silu", "hidden_size": HIDDEN,
         "intermediate_size": 2 * HIDDEN, "num_attention_heads": 4, "num_hidden_layers": LAYERS, "num_key_value_heads": 4,
         "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "vocab_size": vocab, "bos_token_id": 1, "eos_token_id": 2,
-        "pad_token_id": 0, "tie_word_embeddings": False, "torch_dtype": "float32", "transformers_version": "4.31.0",
+        "pad_token_id": 0, "tie_word_embeddings": False, "torch_dtype": dtype, "transformers_version": "4.31.0",
         "mm_hidden_size": CLIP_HIDDEN, "mm_use_im_start_end": True, "mm_use_im_patch_token": False,
         "mm_vision_select_feature": "patch", "mm_vision_select_layer": -2, "out_dim": int(tiny_sam_config()["prompt_embed_dim"]),
         "train_mask_decoder": True, "use_mm_proj": True, "image_aspect_ratio": "square",
