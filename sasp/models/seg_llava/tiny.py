@@ -31,7 +31,7 @@ def tiny_vocabulary() -> Tuple[str, ...]:
     try:
         from sasp.data.synthetic import VOCABULARY
 
-        words.update(w.lower() for w in VOCABULARY)
+        words.update(w.lower() for w in VOCABULARY if w != SEG_TOKEN)
     except ImportError:  # pragma: no cover - the synthetic task ships with sasp
         pass
     return tuple(sorted(words))
