@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import dataclasses
 import hashlib
 import json
 import multiprocessing as mp
@@ -47,14 +48,13 @@ def run_one(arm: str, seed: int, opts: Dict[str, Any], folder: str) -> Dict[str,
     torch.set_num_threads(opts["threads"])
     from transformers import TrainingArguments
 
-    from sasp import PRESETS
     from sasp.data.synthetic import TIERS, SyntheticReasonSeg
     from sasp.train.collator import SegCollator
-    from sasp.train.model import TrainableSettings, build_model, configure_trainable, set_arm
+    from sasp.train.model import TrainableSettings, build_model, configure_trainable, resolve_sasp, set_arm
     from sasp.train.trainer import SegTrainer
     from sasp.train.validation import GIoUCallback, evaluate_giou
 
-    sasp = PRESETS[opts["preset"]] if arm == "sasp" else None
+    sasp = resolve_sasp(opts["preset"], **opts.get("sasp_fields", {})) if arm == "sasp" else None
     model, processor = build_model("tiny", seed=seed)
     set_arm(model, sasp)
     configure_trainable(model, TrainableSettings(True, True, opts["train_sam_encoder"]))
@@ -75,6 +75,8 @@ def run_one(arm: str, seed: int, opts: Dict[str, Any], folder: str) -> Dict[str,
     t0 = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t0
+    model.save_pretrained(os.path.join(folder, "model"))  # safetensors; config.sasp is the arm
+    processor.save_pretrained(os.path.join(folder, "model"))
     tiers = {t: evaluate_giou(model, processor, [s for s in val_samples if s.meta.get("tier") == t], opts["eval_batch"])
              for t in TIERS if t != "false_premise"}
     logs = [h for h in trainer.state.log_history if "loss" in h]
@@ -82,7 +84,7 @@ def run_one(arm: str, seed: int, opts: Dict[str, Any], folder: str) -> Dict[str,
         json.dump(logs, f, indent=1)
     with open(os.path.join(folder, "data_order", "rank0.jsonl")) as f:
         order_hash = hashlib.sha256(f.read().encode()).hexdigest()[:16]
-    record = {"arm": arm, "seed": seed, "seconds": seconds, "init_hash": init_hash, "order_hash": order_hash,
+    record = {"arm": arm, "seed": seed, "sasp": None if sasp is None else dataclasses.asdict(sasp), "seconds": seconds, "init_hash": init_hash, "order_hash": order_hash,
               "curve": curve.curve, "final": curve.curve[-1], "best_giou": max(c["giou"] for c in curve.curve),
               "per_tier": tiers, "final_loss": logs[-1] if logs else None}
     with open(os.path.join(folder, "run.json"), "w") as f:
@@ -113,13 +115,20 @@ def experiment(arms: List[str], seeds: List[int], opts: Dict[str, Any], name: st
         futures = {pool.submit(run_one, arm, seed, opts, os.path.join(root, f"{arm}-seed{seed}")): (arm, seed)
                    for seed in seeds for arm in arms}
         for fut in cf.as_completed(futures):
-            rec = fut.result()
+            try:
+                rec = fut.result()
+            except Exception as err:  # one failed run must not take the others down
+                arm, seed = futures[fut]
+                print(f"{arm:>8} seed {seed}: FAILED: {type(err).__name__}: {err}", flush=True)
+                continue
             runs.append(rec)
             print(f"{rec['arm']:>8} seed {rec['seed']}: final gIoU {rec['final']['giou']:.4f} "
                   f"(best {rec['best_giou']:.4f}) in {rec['seconds']:.0f} s", flush=True)
     summary: Dict[str, Any] = {"options": {"arms": arms, "seeds": seeds, **opts}, "trivial": _trivial(opts), "arms": {}}
     for arm in arms:
         mine = [r for r in runs if r["arm"] == arm]
+        if not mine:
+            continue
         summary["arms"][arm] = {
             "final_giou": _spread([r["final"]["giou"] for r in mine]),
             "final_ciou": _spread([r["final"]["ciou"] for r in mine]),
@@ -136,7 +145,7 @@ def experiment(arms: List[str], seeds: List[int], opts: Dict[str, Any], name: st
     with open(os.path.join(root, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1, default=str)
     print(json.dumps({"trivial": summary["trivial"], "identical_start": checks,
-                      **{a: summary["arms"][a]["final_giou"] for a in arms}}, indent=1, default=str))
+                      **{a: summary["arms"][a]["final_giou"] for a in summary["arms"]}}, indent=1, default=str))
     return summary
 
 
@@ -214,7 +223,9 @@ def step_share(batch_size: int, repeats: int, preset: str, seed: int) -> Dict[st
 def _options(a: argparse.Namespace) -> Dict[str, Any]:
     return {"steps": a.steps, "batch_size": a.batch_size, "lr": a.lr, "warmup": a.warmup, "eval_every": a.eval_every,
             "log_every": a.log_every, "train_size": a.train_size, "val_size": a.val_size, "eval_batch": a.eval_batch,
-            "preset": a.preset, "threads": a.threads, "workers": a.workers, "train_sam_encoder": not a.frozen_sam_encoder}
+            "preset": a.preset, "sasp_fields": {k: v for k, v in (("num_points", a.num_points), ("t_pos", a.t_pos),
+            ("t_neg", a.t_neg), ("down_sample", a.down_sample)) if v is not None},
+            "threads": a.threads, "workers": a.workers, "train_sam_encoder": not a.frozen_sam_encoder}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -232,6 +243,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--val-size", type=int, default=200)
     p.add_argument("--eval-batch", type=int, default=16)
     p.add_argument("--preset", default="read-7b", help="SasP preset of the sasp arm")
+    p.add_argument("--num-points", type=int, help="sasp arm: K, overrides the preset")
+    p.add_argument("--t-pos", type=float, help="sasp arm: positive threshold, overrides the preset")
+    p.add_argument("--t-neg", type=float, help="sasp arm: negative threshold, overrides the preset")
+    p.add_argument("--down-sample", type=int, help="sasp arm: grid down-sampling before selection, overrides "
+                   "the preset (the tiny model's grid is 12x12: 1 keeps 144 cells, as READ-7B's 24x24 / 2)")
     p.add_argument("--frozen-sam-encoder", action="store_true", help="keep SAM's (random) image encoder frozen, as LISA")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers per run")
