@@ -169,6 +169,27 @@ def sasp_preset(family: Family, choice: str, hidden_size: int) -> Optional[SasPC
     return PRESETS[choice]
 
 
+def build_config(raw: Mapping[str, Any], fam: Family, ids: Mapping[str, int], projector: str, rows: int, image_id: int,
+                 vision_cfg: Any, sam: Mapping[str, Any], preset: Optional[SasPConfig]):
+    """The ``SegLlavaConfig`` of a converted checkpoint: LLaVA fields from the LISA-style config
+    (CLIP layer ``mm_vision_select_layer``, patch tokens only), ``center_crop`` geometry (CLIP's
+    resize-and-crop, as all four families preprocess), the token ids, SAM and SasP."""
+    from sasp.models.seg_llava.configuration_seg_llava import SegLlavaConfig
+
+    side = int(vision_cfg.image_size) // int(vision_cfg.patch_size)
+    try:
+        return SegLlavaConfig(
+            vision_config=vision_cfg, text_config=text_config(raw, rows), image_token_index=int(image_id),
+            image_seq_length=side * side, vision_feature_layer=int(raw.get("mm_vision_select_layer", -2)),
+            vision_feature_select_strategy="default", projector_hidden_act="linear" if projector == "linear" else "gelu",
+            multimodal_projector_bias=True, tie_word_embeddings=False, sam_config=dict(sam), out_dim=int(raw.get("out_dim", 256)),
+            image_geometry="center_crop", sasp=preset, dtype=raw.get("torch_dtype") or raw.get("dtype"),
+            converted_from={"family": fam.name, "architectures": list(raw.get("architectures") or [])}, **ids,
+        )
+    except (ValueError, TypeError) as err:
+        raise ConversionError(f"config.json does not give a valid SegLlava config ({brief(err)})") from None
+
+
 def build_processor(tokenizer: Any, image_processor: Any, patch_size: int, sam_image_size: int, template: str):
     from transformers import LlavaProcessor
 

@@ -155,8 +155,8 @@ def _convert_tensor(name: str, tensor: torch.Tensor, rows: int) -> torch.Tensor:
     return tensor.contiguous()
 
 
-def _write(plan: _Plan, tmp: str, rows: int, projector_file: Optional[str]) -> Tuple[int, Dict[str, str]]:
-    """Stream every source file into one output shard; returns (tensors, weight map)."""
+def _write(plan: _Plan, tmp: str, rows: int, projector_file: Optional[str]) -> int:
+    """Stream every source file into one output shard each; returns the number of tensors."""
     from safetensors.torch import save_file
 
     by_key = {(f, k): t for t, (f, k) in plan.sources.items() if f is not None}
@@ -187,7 +187,7 @@ def _write(plan: _Plan, tmp: str, rows: int, projector_file: Optional[str]) -> T
         total = sum(os.path.getsize(os.path.join(tmp, f)) for f in set(weight_map.values()))
         with open(os.path.join(tmp, "model.safetensors.index.json"), "w") as f:
             json.dump({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, f, indent=2)
-    return len(weight_map), weight_map
+    return len(weight_map)
 
 
 def convert_checkpoint(
@@ -246,19 +246,9 @@ def convert_checkpoint(
     vision_cfg, image_processor, tower_ck = assets.vision_tower(ck, os.fspath(vision_tower) if vision_tower else None)
     sam = assets.sam_config(ck, sam_config)
     raw = ck.config
-    preset = assets.sasp_preset(fam, sasp, int(raw["hidden_size"]))
-    from sasp.models.seg_llava.configuration_seg_llava import SegLlavaConfig
-
+    preset = assets.sasp_preset(fam, sasp, int(raw.get("hidden_size", 0)))
+    config = assets.build_config(raw, fam, ids, projector, rows, image_id, vision_cfg, sam, preset)
     side = int(vision_cfg.image_size) // int(vision_cfg.patch_size)
-    config = SegLlavaConfig(
-        vision_config=vision_cfg, text_config=assets.text_config(raw, rows), image_token_index=image_id,
-        image_seq_length=side * side, vision_feature_layer=int(raw.get("mm_vision_select_layer", -2)),
-        vision_feature_select_strategy="default", projector_hidden_act="linear" if projector == "linear" else "gelu",
-        multimodal_projector_bias=True, tie_word_embeddings=False, sam_config=sam, out_dim=int(raw.get("out_dim", 256)),
-        image_geometry="center_crop", sasp=preset, dtype=raw.get("torch_dtype") or raw.get("dtype"),
-        converted_from={"family": fam.name, "architectures": list(raw.get("architectures") or [])},
-        **ids,
-    )
     plan = _plan(ck, fam, tower_ck, projector, rows)
     _check(plan, _expected(config))
     projector_file = plan.sources["model.multi_modal_projector.linear_1.weight"][0] if projector == "linear" else None
@@ -266,7 +256,7 @@ def convert_checkpoint(
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".sasp-convert-", dir=parent)
     try:
-        count, _ = _write(plan, tmp, rows, projector_file)
+        count = _write(plan, tmp, rows, projector_file)
         config.save_pretrained(tmp)
         from transformers import GenerationConfig
 
@@ -290,5 +280,8 @@ def convert_checkpoint(
         f"SAM: {sam.get('variant')}; [SEG] = {ids['seg_token_id']}, <image> = {image_id}"
         + (f", [REJ] = {ids['rej_token_id']}" if "rej_token_id" in ids else ""),
         f"SasP: {'off' if preset is None else preset}",
+        "prompt: LISA's llava_v1 template" + (" with <im_start>/<im_end>" if raw.get("mm_use_im_start_end") else
+                                              " without <im_start>/<im_end> (Llama tokenizers may differ from LISA in the "
+                                              "one token after <image>)"),
     ]
     return ConversionResult(dst, fam.name, count, ck.total_bytes + (tower_ck.total_bytes if tower_ck else 0), notes)

@@ -19,6 +19,10 @@ CLIP comes from the folder their config names (``mm_vision_tower``), mapped by `
 Targets are transformers 5's LLaVA names (``model.language_model.*``, ``model.vision_tower.*``,
 ``model.multi_modal_projector.linear_1/linear_2``, ``lm_head``) plus ours (``visual_model.*``:
 segment_anything's ``Sam``; ``text_hidden_fcs.0.{0,2}``: LISA's projection).
+
+The tables are tested against LISA's own model code (PyPI ``lisa-on-cuda``: logits and masks of
+a converted model equal the original's); SESAME, READ and GSVA, whose repositories are not
+packaged, are tested on folders written with the key names above.
 """
 from __future__ import annotations
 

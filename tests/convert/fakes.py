@@ -39,7 +39,7 @@ def family_tokenizer(family: str):
 
 def clip_state(seed: int = 1) -> Dict[str, torch.Tensor]:
     """A tiny CLIP vision tower's weights, keys as a CLIPVisionModel of transformers 5 names them."""
-    from transformers import CLIPVisionConfig, CLIPVisionModel
+    from transformers import CLIPVisionModel
 
     torch.manual_seed(seed)
     model = CLIPVisionModel(clip_config())
@@ -62,35 +62,34 @@ def family_state(family: str, vocab: int, seed: int = 0, with_tower: bool = Fals
     from sasp.models.seg_llava.sam import build_sam
 
     gen = torch.Generator().manual_seed(seed)
-    HIDDEN, LAYERS = hidden, layers  # noqa: N806 - the module constants, overridden
 
     def rnd(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=gen).to(dtype)
 
-    state: Dict[str, torch.Tensor] = {"model.embed_tokens.weight": rnd(vocab, HIDDEN)}
-    for i in range(LAYERS):
+    state: Dict[str, torch.Tensor] = {"model.embed_tokens.weight": rnd(vocab, hidden)}
+    for i in range(layers):
         p = f"model.layers.{i}."
         for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            state[p + f"self_attn.{name}.weight"] = rnd(HIDDEN, HIDDEN)
-        state[p + "mlp.gate_proj.weight"] = rnd(2 * HIDDEN, HIDDEN)
-        state[p + "mlp.up_proj.weight"] = rnd(2 * HIDDEN, HIDDEN)
-        state[p + "mlp.down_proj.weight"] = rnd(HIDDEN, 2 * HIDDEN)
-        state[p + "input_layernorm.weight"] = rnd(HIDDEN)
-        state[p + "post_attention_layernorm.weight"] = rnd(HIDDEN)
-    state["model.norm.weight"] = rnd(HIDDEN)
+            state[p + f"self_attn.{name}.weight"] = rnd(hidden, hidden)
+        state[p + "mlp.gate_proj.weight"] = rnd(2 * hidden, hidden)
+        state[p + "mlp.up_proj.weight"] = rnd(2 * hidden, hidden)
+        state[p + "mlp.down_proj.weight"] = rnd(hidden, 2 * hidden)
+        state[p + "input_layernorm.weight"] = rnd(hidden)
+        state[p + "post_attention_layernorm.weight"] = rnd(hidden)
+    state["model.norm.weight"] = rnd(hidden)
     if PROJECTOR[family] == "linear":
-        state["model.mm_projector.weight"], state["model.mm_projector.bias"] = rnd(HIDDEN, CLIP_HIDDEN), rnd(HIDDEN)
+        state["model.mm_projector.weight"], state["model.mm_projector.bias"] = rnd(hidden, CLIP_HIDDEN), rnd(hidden)
     else:
-        state["model.mm_projector.0.weight"], state["model.mm_projector.0.bias"] = rnd(HIDDEN, CLIP_HIDDEN), rnd(HIDDEN)
-        state["model.mm_projector.2.weight"], state["model.mm_projector.2.bias"] = rnd(HIDDEN, HIDDEN), rnd(HIDDEN)
+        state["model.mm_projector.0.weight"], state["model.mm_projector.0.bias"] = rnd(hidden, CLIP_HIDDEN), rnd(hidden)
+        state["model.mm_projector.2.weight"], state["model.mm_projector.2.bias"] = rnd(hidden, hidden), rnd(hidden)
     torch.manual_seed(seed)
     sam = build_sam(tiny_sam_config())
     for k, v in sam.state_dict().items():
         state["model.visual_model." + k] = v.detach().clone().normal_(generator=gen)
     width = int(tiny_sam_config()["prompt_embed_dim"])
-    state["model.text_hidden_fcs.0.0.weight"], state["model.text_hidden_fcs.0.0.bias"] = rnd(HIDDEN, HIDDEN), rnd(HIDDEN)
-    state["model.text_hidden_fcs.0.2.weight"], state["model.text_hidden_fcs.0.2.bias"] = rnd(width, HIDDEN), rnd(width)
-    state["lm_head.weight"] = rnd(vocab, HIDDEN)
+    state["model.text_hidden_fcs.0.0.weight"], state["model.text_hidden_fcs.0.0.bias"] = rnd(hidden, hidden), rnd(hidden)
+    state["model.text_hidden_fcs.0.2.weight"], state["model.text_hidden_fcs.0.2.bias"] = rnd(width, hidden), rnd(width)
+    state["lm_head.weight"] = rnd(vocab, hidden)
     if with_tower:  # a folder saved without the merge scripts' filter, transformers 4.31 names
         state.update({"model.vision_tower.vision_tower.vision_model." + k: v for k, v in clip_state().items()})
     return state
@@ -131,10 +130,9 @@ def write_folder(dst: Path, state: Dict[str, torch.Tensor], config: Dict[str, ob
 def family_config(family: str, vocab: int, tower: Optional[str], hidden: int = HIDDEN, layers: int = LAYERS,
                   dtype: str = "float32") -> Dict[str, object]:
     """config.json as the family's ``save_pretrained`` writes it (transformers 4.31 fields)."""
-    HIDDEN, LAYERS = hidden, layers  # noqa: N806 - the module constants, overridden
     cfg: Dict[str, object] = {
-        "architectures": [ARCHITECTURES[family]], "model_type": "llava", "hidden_act": "silu", "hidden_size": HIDDEN,
-        "intermediate_size": 2 * HIDDEN, "num_attention_heads": 4, "num_hidden_layers": LAYERS, "num_key_value_heads": 4,
+        "architectures": [ARCHITECTURES[family]], "model_type": "llava", "hidden_act": "silu", "hidden_size": hidden,
+        "intermediate_size": 2 * hidden, "num_attention_heads": 4, "num_hidden_layers": layers, "num_key_value_heads": 4,
         "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "vocab_size": vocab, "bos_token_id": 1, "eos_token_id": 2,
         "pad_token_id": 0, "tie_word_embeddings": False, "torch_dtype": dtype, "transformers_version": "4.31.0",
         "mm_hidden_size": CLIP_HIDDEN, "mm_use_im_start_end": True, "mm_use_im_patch_token": False,
