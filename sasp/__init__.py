@@ -7,6 +7,7 @@ from .config import PRESETS, READ_7B, READ_13B, SasPConfig
 from .geometry import to_sam_frame
 from .modules import DtoC, SasP
 from .ops import backend_for, dtoc, dtoc_ref, select_points, select_points_ref, similarity_as_points, similarity_as_points_ref
+from .ops import similarity_mask_prompt, similarity_mask_prompt_ref
 from .similarity import similarity
 
 __version__ = "0.1.0"
@@ -38,6 +39,8 @@ __all__ = [
     "similarity",
     "similarity_as_points",
     "similarity_as_points_ref",
+    "similarity_mask_prompt",
+    "similarity_mask_prompt_ref",
     "to_sam_frame",
     *_ADAPTER_EXPORTS,
 ]

@@ -1,6 +1,7 @@
 """SasP's ops: functional, batched, each beside its literal reference."""
 from .dispatch import backend_for
 from .dtoc import dtoc, dtoc_ref
+from .mask_prompt import similarity_mask_prompt, similarity_mask_prompt_ref
 from .select import select_points, select_points_ref
 from .similarity_as_points import SasPOutput, similarity_as_points, similarity_as_points_ref
 
@@ -13,4 +14,6 @@ __all__ = [
     "select_points_ref",
     "similarity_as_points",
     "similarity_as_points_ref",
+    "similarity_mask_prompt",
+    "similarity_mask_prompt_ref",
 ]
