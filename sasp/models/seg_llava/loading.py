@@ -12,6 +12,7 @@ from .configuration_seg_llava import InputError, SegLlavaConfig
 from .modeling_seg_llava import SegLlavaForCausalLM
 from .processing_seg_llava import SEG_TOKEN, SegLlavaProcessor
 from .sam import CheckpointError, build_sam, load_sam_weights, sam_variant_of
+from .sam_backends import get_backend
 
 _CONFIG_SKIP = ("model_type", "transformers_version", "architectures", "_name_or_path")
 
@@ -38,6 +39,8 @@ def from_llava(
     """
     sam_config = dict(sam_config or {"variant": "vit_h"})
     extra = dict(config_overrides or {})
+    if get_backend(sam_config).name != "segment_anything":
+        extra.setdefault("out_dim", get_backend(sam_config).config_prompt_width(sam_config))
     extra.setdefault("out_dim", int(build_sam(sam_config).prompt_encoder.embed_dim) if sam_config.get("variant") == "custom" else 256)
     if isinstance(llava, LlavaForConditionalGeneration):
         if processor is None:
@@ -78,7 +81,8 @@ def from_llava(
         model.resize_token_embeddings(len(tokenizer))
     if sam_checkpoint is not None:
         load_sam_weights(model.visual_model, sam_checkpoint)
-    processor.sam_image_size = int(model.visual_model.image_encoder.img_size)
+    processor.sam_image_size = model.sam_backend.input_size(model.visual_model)
+    processor.sam_backend = model.sam_backend.name
     return model.eval(), processor
 
 

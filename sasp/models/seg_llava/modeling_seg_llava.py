@@ -4,88 +4,36 @@
   it, so LLaVA-1.5-style checkpoints load; see ``sasp.models.seg_llava.loading``).
 - LISA's projection ``text_hidden_fcs[0]`` (Linear, ReLU, Linear, Dropout) maps the last-layer
   hidden state one position before each [SEG] to SAM's prompt width.
-- ``visual_model`` is segment_anything's stock ``Sam``. Its prompt encoder has no
-  ``text_embeds`` argument, so the projected [SEG] embedding is appended after the sparse
+- ``visual_model`` is segment_anything's stock ``Sam`` by default, or transformers' ``SamModel``
+  / ``Sam2Model`` (``sam_config["backend"]``, see ``sam_backends``). None of their prompt
+  encoders has a text input, so the projected [SEG] embedding is appended after the sparse
   prompt (after the points), as LISA's fork does inside its encoder.
 - With ``config.sasp`` set, the similarity of every [SEG] with its image's patch tokens becomes
   SasP points (``sasp.similarity_as_points``), mapped to SAM's frame and passed to the prompt
-  encoder; gradients reach the LLM through DtoC. Outputs carry, per [SEG], the similarity row
-  and the points and labels SAM actually received.
+  encoder, and/or SAM's dense mask prompt (``sasp.similarity_mask_prompt``, with
+  ``spatial_prompt`` "mask" or "points+mask"); gradients reach the LLM through both. Outputs
+  carry, per [SEG], the similarity row and the points, labels and mask prompt SAM received.
 
 Token layout: transformers' ``LlavaProcessor`` expands ``<image>`` into N_p consecutive copies
 of ``config.image_token_id``, so the patch hidden states sit where ``input_ids`` holds it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import LlavaForConditionalGeneration
-from transformers.utils import ModelOutput
 
-from sasp.geometry import to_sam_frame
-from sasp.ops import similarity_as_points
+from sasp.ops import similarity_as_points, similarity_mask_prompt
 from sasp.similarity import similarity
 
 from .configuration_seg_llava import InputError, SegLlavaConfig
 from .losses import mask_losses
-from .sam import build_sam, init_like_constructor
-
-
-@dataclass
-class SegPrompts(ModelOutput):
-    """What SAM was prompted with, per [SEG] in row-major order (M = number of [SEG]).
-
-    Attributes:
-        seg_rows: [M] the batch row of each [SEG].
-        similarity: [M, N_p] float32 similarity of each <SEG> feature with its image's patches.
-        points: [M, K, 2] refined SasP points (x, y) in image pixels, or None when SAM got none.
-        labels: [M, K] point labels (1 positive, 0 negative, -1 padding), or None.
-    """
-
-    seg_rows: Optional[Tensor] = None
-    similarity: Optional[Tensor] = None
-    points: Optional[Tensor] = None
-    labels: Optional[Tensor] = None
-
-
-@dataclass
-class SegLlavaOutput(SegPrompts):
-    """Training forward output: LISA's losses, the logits and the mask logits per row."""
-
-    loss: Optional[Tensor] = None
-    ce_loss: Optional[Tensor] = None
-    mask_bce_loss: Optional[Tensor] = None
-    mask_dice_loss: Optional[Tensor] = None
-    mask_loss: Optional[Tensor] = None
-    logits: Optional[Tensor] = None
-    pred_masks: Optional[List[Tensor]] = None
-
-
-@dataclass
-class SegLlavaGeneration(SegPrompts):
-    """``segment`` output.
-
-    Attributes:
-        sequences: [B, T] prompt + generated tokens.
-        masks: per row, [n_SEG, H, W] bool masks at the original image size ([0, H, W] for a
-            row without [SEG]).
-        mask_logits: the same as logits (float).
-        seg_counts: [B] number of [SEG] tokens per row.
-        has_object: [B] False for rows whose answer has no [SEG] ("no object").
-        hidden_states: [B, T, D] last-layer hidden states aligned with ``sequences`` (only
-            with ``output_hidden_states=True``).
-    """
-
-    sequences: Optional[Tensor] = None
-    masks: Optional[List[Tensor]] = None
-    mask_logits: Optional[List[Tensor]] = None
-    seg_counts: Optional[Tensor] = None
-    has_object: Optional[Tensor] = None
-    hidden_states: Optional[Tensor] = None
+from .outputs import SegLlavaGeneration, SegLlavaOutput, SegPrompts
+from .sam import init_like_constructor
+from .sam_backends import SamPrompt, get_backend
 
 
 def hw_tensor(x: Any, rows: int, name: str) -> Tensor:
@@ -109,8 +57,9 @@ class SegLlavaForCausalLM(LlavaForConditionalGeneration):
 
     def __init__(self, config: SegLlavaConfig):
         super().__init__(config)
-        self.visual_model = build_sam(config.sam_config)
-        width = int(self.visual_model.prompt_encoder.embed_dim)
+        self.sam_backend = get_backend(config.sam_config)
+        self.visual_model = self.sam_backend.build(config.sam_config)
+        width = self.sam_backend.prompt_width(self.visual_model)
         if config.out_dim != width:
             raise ValueError(f"out_dim={config.out_dim} must equal SAM's prompt width {width}")
         hidden = config.text_config.hidden_size
@@ -153,7 +102,10 @@ class SegLlavaForCausalLM(LlavaForConditionalGeneration):
         if "_own_ids" not in self.__dict__ and "visual_model" in own and "text_hidden_fcs" in own:
             self.__dict__["_own_ids"] = {id(m) for key in ("visual_model", "text_hidden_fcs") for m in own[key].modules()}
         if id(module) in self.__dict__.get("_own_ids", ()):
-            init_like_constructor(module)
+            if "sam_backend" in self.__dict__ and any(m is module for m in own["visual_model"].modules()):
+                self.sam_backend.init_weights(own["visual_model"], module)
+            else:
+                init_like_constructor(module)
             return
         super()._init_weights(module)
 
@@ -162,24 +114,20 @@ class SegLlavaForCausalLM(LlavaForConditionalGeneration):
         # Gaussian matrix, so that buffer stays float32 when the model moves to fp16/bf16.
         if "visual_model" not in self._modules:  # still inside __init__
             return super()._apply(fn, recurse)
-        pe = self.visual_model.prompt_encoder.pe_layer
-        kept = pe.positional_encoding_gaussian_matrix
+        kept = [(m, name, getattr(m, name)) for m, name in self.sam_backend.float32_buffers(self.visual_model)]
         out = super()._apply(fn, recurse)
-        moved = pe.positional_encoding_gaussian_matrix
-        if moved.dtype != torch.float32 and kept.dtype == torch.float32:
-            pe.positional_encoding_gaussian_matrix = kept.to(moved.device)
+        for m, name, old in kept:
+            moved = getattr(m, name)
+            if moved.dtype != torch.float32 and old.dtype == torch.float32:
+                setattr(m, name, old.to(moved.device))
         return out
 
     # -- SAM side ------------------------------------------------------------------------
 
-    def get_visual_embs(self, sam_pixel_values: Tensor) -> Tensor:
-        """SAM image embeddings [B, C, h, w]; without gradient unless ``config.train_sam_encoder``."""
-        encoder = self.visual_model.image_encoder
-        x = sam_pixel_values.to(next(encoder.parameters()).dtype)
-        if self.config.train_sam_encoder:
-            return encoder(x)
-        with torch.no_grad():
-            return encoder(x)
+    def get_visual_embs(self, sam_pixel_values: Tensor):
+        """SAM image embeddings [B, C, h, w] (SAM 2: its feature pyramid, a list); without
+        gradient unless ``config.train_sam_encoder``."""
+        return self.sam_backend.image_embeddings(self.visual_model, sam_pixel_values, self.config.train_sam_encoder)
 
     def seg_prompts(self, tokens: Tensor, hidden_states: Tensor, image_hw: Tensor) -> SegPrompts:
         """The similarity of every [SEG] and, with SasP on, the points SAM gets.
@@ -201,12 +149,18 @@ class SegLlavaForCausalLM(LlavaForConditionalGeneration):
             raise InputError(f"row {r} has a [SEG] but not {n_p} consecutive image tokens (it has {int(count[r])})")
         idx = first[rows, None] + torch.arange(n_p, device=tokens.device)
         sim = similarity(hidden_states[rows[:, None], idx], hidden_states[rows, pos])
-        refined = labels = None
+        refined = labels = mask = None
         cfg = self.config.sasp_config()
         if cfg is not None and self.config.sam_prompt != "text" and rows.numel():
-            refined, labels, _ = similarity_as_points(sim, image_hw[rows.cpu()], cfg, self.grid_hw)
+            hw = image_hw[rows.cpu()]
+            if cfg.uses_points:
+                refined, labels, _ = similarity_as_points(sim, hw, cfg, self.grid_hw)
+            if cfg.uses_mask:
+                sam, backend = self.visual_model, self.sam_backend
+                size, low = backend.input_size(sam), backend.mask_input_size(sam)
+                mask = similarity_mask_prompt(sim, hw, cfg, self.grid_hw, size, low, backend.frame)
         # all fields at construction: a ModelOutput's keys (what ** unpacks) are fixed there
-        return SegPrompts(seg_rows=rows.cpu(), similarity=sim, points=refined, labels=labels)
+        return SegPrompts(seg_rows=rows.cpu(), similarity=sim, points=refined, labels=labels, mask_prompts=mask)
 
     def decode_masks(
         self, tokens: Tensor, hidden_states: Tensor, image_embeddings: Tensor, image_hw: Tensor, sam_input_hw: Tensor
@@ -215,9 +169,9 @@ class SegLlavaForCausalLM(LlavaForConditionalGeneration):
 
         Args:
             tokens (Tensor): [B, T] token ids, aligned with ``hidden_states`` [B, T, D].
-            image_embeddings (Tensor): [B, C, h, w] SAM image embeddings.
-            image_hw (Tensor): [B, 2] original (H, W); sam_input_hw: [B, 2] size after SAM's
-                ResizeLongestSide (before padding).
+            image_embeddings (Tensor): [B, C, h, w] SAM image embeddings (``get_visual_embs``).
+            image_hw (Tensor): [B, 2] original (H, W); sam_input_hw: [B, 2] size in SAM's input
+                before padding (``SegLlavaProcessor``).
 
         Returns:
             (mask logits per row, [SEG] count per row [B], the prompts SAM received).
@@ -230,39 +184,31 @@ class SegLlavaForCausalLM(LlavaForConditionalGeneration):
         seg[:, :-1] = tokens[:, 1:] == self.seg_token_idx
         embeds = projected[seg]  # [M, C], row-major
         counts = seg.sum(1).cpu()
-        sam = self.visual_model
-        encoder = sam.prompt_encoder
-        use_text = self.config.sam_prompt != "points" or prompts.points is None
+        sam, backend = self.visual_model, self.sam_backend
+        use_text = self.config.sam_prompt != "points" or (prompts.points is None and prompts.mask_prompts is None)
         coords = None
         if prompts.points is not None:
-            coords = to_sam_frame(prompts.points, image_hw[prompts.seg_rows], int(max(encoder.input_image_size)))
-        dense_pe = encoder.get_dense_pe()
+            coords = backend.to_frame(prompts.points, image_hw[prompts.seg_rows], backend.input_size(sam))
+        dev, sam_device = embeds.device, next(sam.parameters()).device
         masks: List[Tensor] = []
         start = 0
         for b, n in enumerate(counts.tolist()):
             h, w = (int(v) for v in image_hw[b])
             if n == 0:
-                masks.append(image_embeddings.new_zeros((0, h, w), dtype=torch.float32))
+                masks.append(torch.zeros((0, h, w), device=sam_device))
                 continue
-            if coords is not None:
-                pts = (coords[start : start + n].to(embeds.device), prompts.labels[start : start + n].to(embeds.device))
-                sparse, dense = encoder(points=pts, boxes=None, masks=None)
-            else:
-                sparse, dense = encoder(points=None, boxes=None, masks=None)
-                sparse = sparse.expand(n, -1, -1)
-            sparse = sparse.to(embeds.dtype)
-            if use_text:
-                sparse = torch.cat([sparse, embeds[start : start + n, None]], 1)
-            start += n
-            low_res, _ = sam.mask_decoder(
-                image_embeddings=image_embeddings[b : b + 1],
-                image_pe=dense_pe.to(embeds.dtype),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense.to(embeds.dtype),
-                multimask_output=False,
+            part = slice(start, start + n)
+            prompt = SamPrompt(
+                n=n,
+                coords=None if coords is None else coords[part].to(dev),
+                labels=None if coords is None else prompts.labels[part].to(dev),
+                text=embeds[part] if use_text else None,
+                mask=None if prompts.mask_prompts is None else prompts.mask_prompts[part].to(dev),
             )
-            sh, sw = (int(v) for v in sam_input_hw[b])
-            masks.append(sam.postprocess_masks(low_res, input_size=(sh, sw), original_size=(h, w))[:, 0])
+            start += n
+            low_res = backend.decode(sam, image_embeddings, b, prompt, embeds.dtype)
+            input_hw = tuple(int(v) for v in sam_input_hw[b])
+            masks.append(backend.postprocess(sam, low_res, input_hw, (h, w)))
         return masks, counts, prompts
 
     # -- entry points --------------------------------------------------------------------

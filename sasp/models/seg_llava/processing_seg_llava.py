@@ -14,7 +14,6 @@ from transformers import BatchFeature, LlavaProcessor
 from sasp.data.image import load_image
 
 from .configuration_seg_llava import InputError
-from .sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 
 SEG_TOKEN = "[SEG]"
 IMAGE_TOKEN = "<image>"
@@ -27,8 +26,9 @@ class SegLlavaProcessor:
 
     ``processor(images, prompts, answers=None)`` returns a ``BatchFeature`` with
     ``input_ids`` and ``attention_mask`` (left-padded, N_p image tokens per row),
-    ``pixel_values`` (CLIP), ``sam_pixel_values`` ([B, 3, S, S]: ResizeLongestSide(S),
-    normalised, zero-padded), ``image_hw`` and ``sam_input_hw``. ``answers`` are appended after
+    ``pixel_values`` (CLIP), ``sam_pixel_values`` ([B, 3, S, S]: the SAM backend's
+    preprocessing, ``sam_backend``: segment_anything's ResizeLongestSide(S), normalised,
+    zero-padded by default), ``image_hw`` and ``sam_input_hw``. ``answers`` are appended after
     the template (teacher forcing, training); with ``return_labels=True`` the batch also has
     ``labels``: the answer's tokens and the end-of-sequence token after it, everything else -100.
 
@@ -36,10 +36,17 @@ class SegLlavaProcessor:
     orientation applied, 16-bit scaled, transparency composited on white).
     """
 
-    def __init__(self, llava_processor: LlavaProcessor, sam_image_size: int = 1024, prompt_template: str = PROMPT_TEMPLATE):
+    def __init__(
+        self,
+        llava_processor: LlavaProcessor,
+        sam_image_size: int = 1024,
+        prompt_template: str = PROMPT_TEMPLATE,
+        sam_backend: str = "segment_anything",
+    ):
         self.llava_processor = llava_processor
         self.sam_image_size = int(sam_image_size)
         self.prompt_template = prompt_template
+        self.sam_backend = sam_backend
 
     @property
     def tokenizer(self):
@@ -58,21 +65,12 @@ class SegLlavaProcessor:
         return self.prompt_template.format(prompt=prompt.strip())
 
     def preprocess_sam(self, images: Sequence[np.ndarray]) -> Tuple[Tensor, Tensor]:
-        """SAM's input: ResizeLongestSide, (x - mean) / std, zero padding to S x S."""
-        from segment_anything.utils.transforms import ResizeLongestSide
+        """SAM's input [B, 3, S, S] and each image's size in it before padding [B, 2], by the
+        SAM backend (``sam_backends``; segment_anything: ResizeLongestSide, (x - mean) / std,
+        zero padding to S x S)."""
+        from .sam_backends import get_backend
 
-        size = self.sam_image_size
-        resize = ResizeLongestSide(size)
-        mean = torch.tensor(SAM_PIXEL_MEAN).view(3, 1, 1)
-        std = torch.tensor(SAM_PIXEL_STD).view(3, 1, 1)
-        out = torch.zeros(len(images), 3, size, size)
-        hw = torch.zeros(len(images), 2, dtype=torch.long)
-        for i, img in enumerate(images):
-            x = torch.from_numpy(resize.apply_image(img)).permute(2, 0, 1).float()
-            h, w = x.shape[-2:]
-            out[i, :, :h, :w] = (x - mean) / std
-            hw[i] = torch.tensor([h, w])
-        return out, hw
+        return get_backend(self.sam_backend).preprocess(images, self.sam_image_size)
 
     def load_images(self, images: Sequence[Any]) -> List[np.ndarray]:
         arrays = []
@@ -148,7 +146,8 @@ class SegLlavaProcessor:
     def save_pretrained(self, path: Union[str, os.PathLike]) -> None:
         self.llava_processor.save_pretrained(path)
         with open(os.path.join(path, "sasp_processor.json"), "w") as f:
-            json.dump({"sam_image_size": self.sam_image_size, "prompt_template": self.prompt_template}, f, indent=2)
+            meta = {"sam_image_size": self.sam_image_size, "prompt_template": self.prompt_template, "sam_backend": self.sam_backend}
+            json.dump(meta, f, indent=2)
 
     @classmethod
     def from_pretrained(cls, path: Union[str, os.PathLike]) -> "SegLlavaProcessor":

@@ -16,6 +16,7 @@ from .configuration_seg_llava import SegLlavaConfig
 from .modeling_seg_llava import SegLlavaForCausalLM
 from .processing_seg_llava import IMAGE_TOKEN, SEG_TOKEN, SegLlavaProcessor
 from .sam import TINY_SAM_CONFIG
+from .sam_backends import get_backend
 
 _WORDS = (
     "user assistant sure it is the a an of in on at to and or not no yes there here "
@@ -91,7 +92,7 @@ def build_tiny(
             image_token_index=int(tok.convert_tokens_to_ids(IMAGE_TOKEN)),
             image_seq_length=(image_size // patch_size) ** 2,
             seg_token_id=int(tok.convert_tokens_to_ids(SEG_TOKEN)),
-            sam_config=sam_config, out_dim=int(sam_config.get("prompt_embed_dim", 256)),
+            sam_config=sam_config, out_dim=get_backend(sam_config).config_prompt_width(sam_config),
             sasp=sasp, sam_prompt=sam_prompt,
         )
         model = SegLlavaForCausalLM(config).eval()
@@ -104,4 +105,5 @@ def build_tiny(
         image_processor=image_processor, tokenizer=tok, patch_size=patch_size,
         vision_feature_select_strategy="default", num_additional_image_tokens=1,
     )
-    return model, SegLlavaProcessor(llava_processor, sam_image_size=int(model.visual_model.image_encoder.img_size))
+    sam_size = model.sam_backend.input_size(model.visual_model)
+    return model, SegLlavaProcessor(llava_processor, sam_image_size=sam_size, sam_backend=model.sam_backend.name)
