@@ -19,13 +19,17 @@ The three hooks (hooks.py)
 2. **Hidden states** (forward pre-hook on ``spec.projection``, whose input is the full
    last-layer hidden states ``[B, T, D]`` in every pipeline): for every [SEG] (row-major) the
    similarity of the hidden state ``spec.seg_offset`` positions before it with the N_p patch
-   tokens of its row's image, then ``sasp.similarity_as_points`` and ``sasp.to_sam_frame``;
-   the points are queued on the context, one entry per [SEG]. Only [SEG] tokens get points: a
-   [REJ] (GSVA) gets none, as it gets no SAM call.
+   tokens of its row's image, then ``sasp.similarity_as_points`` (points in SAM's frame) and,
+   with ``cfg.spatial_prompt`` "mask" or "points+mask", ``sasp.similarity_mask_prompt`` (the
+   map as SAM's dense mask prompt); queued on the context, one entry per [SEG]. Only [SEG]
+   tokens get prompts: a [REJ] (GSVA) gets none, as it gets no SAM call.
 3. **Prompt** (forward pre-hook with kwargs on ``spec.sam + ".prompt_encoder"``): pops as
    many entries as the call has prompts (``spec.prompt_count``, by default the length of
-   ``text_embeds``) and injects ``points=(coords [n, K, 2] float32, labels [n, K] int64)``.
-   A call that already carries points (a pipeline that computes its own) is left as it is.
+   ``text_embeds``) and injects them in the conventions of ``spec.sam_backend``
+   (``sam_prompts``): segment_anything's ``points=(coords [n, K, 2] float32, labels [n, K]
+   int64)`` and ``masks=[n, 1, m, m]``, or transformers' ``input_points`` / ``input_labels`` /
+   ``input_masks``. A call that already carries points (a pipeline that computes its own) is
+   left as it is.
 
 Plugging in a new family
 ------------------------
@@ -57,15 +61,16 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from sasp.config import Geometry, SasPConfig
 
-from .hooks import EntryShadow, HiddenStatesHook, PromptHook, PromptMode, SequencesShadow, WrapState, get_path
+from .hooks import EntryShadow, HiddenStatesHook, PromptHook, PromptMode, Queued, SequencesShadow, WrapState, get_path
 from .llava1 import text_embeds_count, vision_tower_image_size, vision_tower_num_patches
+from .sam_prompts import SamPromptStyle
 
 _PROMPT_MODES = ("both", "points", "text")
 _STATE = "_sasp_state"
@@ -97,35 +102,39 @@ class CallContext:
 
     tokens: Optional[Tensor]
     image_hw: Tensor
-    pending: List[Tuple[Tensor, Tensor]] = field(default_factory=list, repr=False)
+    pending: List[Queued] = field(default_factory=list, repr=False)
     queued: bool = field(default=False, repr=False)
 
-    def pop(self, n: int, k: int) -> Tuple[Tensor, Tensor]:
-        """The next n queued entries: (coords [n, K, 2], labels [n, K])."""
+    def pop(self, n: int, k: Optional[int], mask_size: Optional[int] = None) -> Queued:
+        """The next n queued entries: coords [n, K, 2] and labels [n, K] (None when ``k`` is
+        None: no points), mask prompts [n, 1, m, m] (None when ``mask_size`` is None)."""
         have = self.left()
         if n > have:
             raise RuntimeError(
                 f"SAM's prompt encoder asks for {n} prompts but only {have} [SEG] point entries are queued; "
                 "the spec's token layout does not match the pipeline's [SEG] gathering"
             )
-        coords: List[Tensor] = [torch.zeros(0, k, 2)]
-        labels: List[Tensor] = [torch.zeros(0, k, dtype=torch.long)]
+        empty = Queued(
+            None if k is None else torch.zeros(0, k, 2),
+            None if k is None else torch.zeros(0, k, dtype=torch.long),
+            None if mask_size is None else torch.zeros(0, 1, mask_size, mask_size),
+        )
+        parts: List[Queued] = [empty]
         while n > 0:
-            c, l = self.pending[0]
-            take = min(n, c.shape[0])
-            coords.append(c[:take])
-            labels.append(l[:take])
-            if take == c.shape[0]:
+            entry = self.pending[0]
+            take = min(n, entry.count)
+            parts.append(entry.rows(0, take))
+            if take == entry.count:
                 self.pending.pop(0)
             else:
-                self.pending[0] = (c[take:], l[take:])
+                self.pending[0] = entry.rows(take, entry.count)
             n -= take
-        if len(coords) == 2:
-            return coords[1], labels[1]
-        return torch.cat([c.to(coords[-1].device) for c in coords]), torch.cat([l.to(labels[-1].device) for l in labels])
+        if len(parts) == 2:
+            return parts[1]
+        return Queued(*(None if t[0] is None else torch.cat([x.to(t[-1].device) for x in t]) for t in zip(*parts)))
 
     def left(self) -> int:
-        return sum(c.shape[0] for c, _ in self.pending)
+        return sum(e.count for e in self.pending)
 
 
 ContextReader = Callable[[nn.Module, Mapping[str, Any]], Optional[CallContext]]
@@ -158,8 +167,12 @@ class SegPipelineSpec:
             ``cfg.crop_size``); by default read from the LLaVA-1.x vision tower.
         geometry: how the token grid covers the image (CLIP preprocessing): "center_crop" or
             "pad_square"; overrides ``cfg.geometry``.
-        sam_long_side: SAM's ResizeLongestSide target; None reads it from the prompt encoder's
-            ``input_image_size`` (1024 for every released SAM).
+        sam_long_side: SAM's input side (ResizeLongestSide target); None reads it from the
+            prompt encoder's ``input_image_size`` (1024 for every released SAM).
+        sam_backend: the prompt encoder's conventions (keywords, shapes, coordinate frame):
+            "segment_anything" (LISA's fork and the stock encoder), "transformers"
+            (``SamModel``), "sam2" (``Sam2Model`` or the sam2 package), or a
+            ``sam_prompts.SamPromptStyle``.
         prompt_count: bound arguments of a prompt-encoder call -> number of prompts in it (by
             default the length of the LISA fork's ``text_embeds``).
         computes_points: True for models that already prompt SAM with points of their own
@@ -179,6 +192,7 @@ class SegPipelineSpec:
     clip_size: Optional[Callable[[nn.Module], Optional[int]]] = vision_tower_image_size
     geometry: Geometry = "center_crop"
     sam_long_side: Optional[int] = None
+    sam_backend: Union[str, SamPromptStyle] = "segment_anything"
     prompt_count: Callable[[Mapping[str, Any]], int] = text_embeds_count
     computes_points: Callable[[nn.Module], bool] = _never
 

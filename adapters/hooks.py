@@ -9,22 +9,38 @@ from __future__ import annotations
 import functools
 import inspect
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Literal, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Literal, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from sasp.config import SasPConfig
-from sasp.geometry import to_sam_frame
-from sasp.ops import similarity_as_points
+from sasp.ops import similarity_as_points, similarity_mask_prompt
 from sasp.similarity import similarity
 
 from .llava1 import locate_seg_tokens
+from .sam_prompts import prompt_style
 
 if TYPE_CHECKING:
     from .base import CallContext, ContextReader, SegPipelineSpec
 
 PromptMode = Literal["both", "points", "text"]
+
+
+class Queued(NamedTuple):
+    """SasP's prompts of some [SEG]s, in SAM's frame (a field is None when not used)."""
+
+    coords: Optional[Tensor]  # [n, K, 2] float32
+    labels: Optional[Tensor]  # [n, K] int64
+    mask: Optional[Tensor]  # [n, 1, m, m] float32
+
+    @property
+    def count(self) -> int:
+        return next(t.shape[0] for t in self if t is not None)
+
+    def rows(self, start: int, stop: int) -> "Queued":
+        return Queued(*(None if t is None else t[start:stop] for t in self))
+
 
 
 def get_path(root: nn.Module, path: str) -> Any:
@@ -48,10 +64,14 @@ class WrapState:
         self.seg_id = int(getattr(core, spec.seg_token_attr))
         self.num_patches = int(spec.num_patches(core))
         self.grid_hw = spec.grid_hw(core) if spec.grid_hw is not None else None
+        encoder = self.sam.prompt_encoder
+        self.style = prompt_style(spec.sam_backend, encoder)
         if spec.sam_long_side is not None:
             self.long_side = int(spec.sam_long_side)
         else:
-            self.long_side = int(max(self.sam.prompt_encoder.input_image_size))
+            self.long_side = self.style.input_size(encoder)
+        self.mask_size = self.style.mask_size(encoder) if cfg.uses_mask else None
+        self.num_points = cfg.num_points if cfg.uses_points else None
 
     @property
     def active(self) -> bool:
@@ -163,13 +183,19 @@ class HiddenStatesHook:
             # one <SEG> at a time: [N_p, D] x [1, D] stays a matrix-vector product on a view,
             # where a batched gather would copy N_p x D per <SEG>
             sims.append(similarity(tokens_of[r], h[r, p : p + 1]))
-        refined, labels, _ = similarity_as_points(torch.cat(sims), hw, state.cfg, state.grid_hw)
-        ctx.pending.append((to_sam_frame(refined, hw, state.long_side), labels))
+        sim, cfg, coords, labels, mask = torch.cat(sims), state.cfg, None, None, None
+        if cfg.uses_points:
+            refined, labels, _ = similarity_as_points(sim, hw, cfg, state.grid_hw)
+            coords = state.style.to_frame(refined, hw, state.long_side)
+        if cfg.uses_mask:
+            mask = similarity_mask_prompt(sim, hw, cfg, state.grid_hw, state.long_side, state.mask_size, state.style.frame)
+        ctx.pending.append(Queued(coords, labels, mask))
         return None
 
 
 class PromptHook:
-    """Hook 3 (forward pre-hook with kwargs on SAM's prompt encoder): inject the points."""
+    """Hook 3 (forward pre-hook with kwargs on SAM's prompt encoder): inject the points and
+    the mask prompt in the encoder's conventions (``spec.sam_backend``)."""
 
     def __init__(self, state: WrapState):
         self.state = state
@@ -182,13 +208,12 @@ class PromptHook:
         sig = inspect.signature(module.forward)
         arguments = dict(sig.bind(*args, **kwargs).arguments)
         n = state.spec.prompt_count(arguments)
-        coords, labels = ctx.pop(n, state.cfg.num_points)
-        if arguments.get("points") is not None:
+        coords, labels, mask = ctx.pop(n, state.num_points, state.mask_size)
+        style = state.style
+        if style.has_points(arguments):
             return None  # the pipeline prompts with points of its own: never add them twice
-        dev = module.point_embeddings[0].weight.device
-        arguments["points"] = (coords.to(dev), labels.to(dev))
-        for p in ("boxes", "masks"):
-            arguments.setdefault(p, None)
+        weight = next(module.parameters())
+        arguments = style.inject(arguments, coords, labels, mask, weight.device, weight.dtype)
         if state.prompt == "points" and "text_embeds" in sig.parameters:
             arguments["text_embeds"] = None
         return (), arguments

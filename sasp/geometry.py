@@ -121,3 +121,18 @@ def to_sam_frame(points: Tensor, image_hw: ImageSizes, long_side: int = 1024) ->
     new = sam_resize_shape(hw, long_side).to(torch.float64)
     ratio = (new.flip(-1) / hw.flip(-1).to(torch.float64)).to(torch.float32)  # (new_w/W, new_h/H)
     return points.to(torch.float32) * ratio.to(points.device)[:, None, :]
+
+
+def to_square_frame(points: Tensor, image_hw: ImageSizes, size: int = 1024) -> Tensor:
+    """Map pixel points (x, y) [M, K, 2] of images (H, W) [M, 2] into SAM 2's input frame.
+
+    SAM 2 resizes every image to ``size`` x ``size`` (no aspect ratio kept, no padding);
+    coordinates scale by ``size / W`` and ``size / H`` (float32, as transformers'
+    ``Sam2Processor`` scales float32 points). Returns float32 [M, K, 2]; differentiable with
+    respect to floating ``points``.
+    """
+    if points.dim() != 3 or points.shape[-1] != 2:
+        raise ValueError(f"points must have shape [M, K, 2], got {tuple(points.shape)}")
+    hw = image_sizes(image_hw, points.shape[0]).to(torch.float64)
+    ratio = (float(size) / hw.flip(-1)).to(torch.float32)  # (size / W, size / H)
+    return points.to(torch.float32) * ratio.to(points.device)[:, None, :]

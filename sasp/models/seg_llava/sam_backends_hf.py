@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sasp.geometry import to_square_frame
+
 from .sam_backends import Embeddings, SamBackend, SamPrompt
 
 
@@ -145,11 +147,7 @@ class TransformersSam2Backend(SamBackend):
 
     def to_frame(self, points: Tensor, image_hw: Tensor, size: int) -> Tensor:
         """(x S / W, y S / H) in float32, as ``Sam2Processor`` scales its float32 points."""
-        if points.dim() != 3 or points.shape[-1] != 2:
-            raise ValueError(f"points must have shape [M, K, 2], got {tuple(points.shape)}")
-        hw = torch.as_tensor(image_hw).to("cpu", torch.float64).view(-1, 2)
-        ratio = (float(size) / hw.flip(-1)).to(torch.float32)  # (S / W, S / H)
-        return points.to(torch.float32) * ratio.to(points.device)[:, None, :]
+        return to_square_frame(points, image_hw, size)
 
     def image_embeddings(self, sam: nn.Module, pixel_values: Tensor, grad: bool) -> Embeddings:
         """The feature pyramid of ``Sam2Model.get_image_embeddings`` (high-resolution levels
