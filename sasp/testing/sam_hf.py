@@ -2,7 +2,9 @@
 
 - ``tiny_sam_config`` / ``tiny_sam2_config``: ``sam_config`` dicts of SegLlava's
   "transformers" and "sam2" backends (``sasp.models.seg_llava.sam_backends``): a 64 px input,
-  a 4 x 4 image embedding, prompt width 16.
+  a 4 x 4 image embedding, prompt width 16, 16 mask-input channels (fewer than 8 leave one
+  channel after the mask embedding's first convolution, whose LayerNorm then makes the dense
+  prompt constant: no gradient reaches the mask prompt).
 - ``TextSamPromptEncoder``: transformers' ``SamPromptEncoder`` with a ``text_embeds`` argument
   whose tokens follow the point and box tokens, as the LISA family forks segment_anything's
   encoder (``sasp.testing.sam.TextPromptEncoder``), in transformers' layout: prompts
@@ -43,7 +45,7 @@ def tiny_sam_config(size: int = 64, prompt_dim: int = 16) -> Dict[str, Any]:
             "vision_config": dict(hidden_size=32, output_channels=prompt_dim, num_hidden_layers=2, num_attention_heads=2,
                                   image_size=size, patch_size=16, window_size=0, global_attn_indexes=[1],
                                   num_pos_feats=prompt_dim // 2, mlp_dim=64),
-            "prompt_encoder_config": dict(hidden_size=prompt_dim, image_size=size, patch_size=16, mask_input_channels=4),
+            "prompt_encoder_config": dict(hidden_size=prompt_dim, image_size=size, patch_size=16, mask_input_channels=16),
             "mask_decoder_config": _decoder(prompt_dim),
         },
     }
@@ -63,7 +65,7 @@ def tiny_sam2_config(size: int = 64, prompt_dim: int = 16) -> Dict[str, Any]:
         "config": {
             "vision_config": dict(backbone_config=backbone, backbone_channel_list=[64, 32, 16, 8],
                                   backbone_feature_sizes=levels, fpn_hidden_size=prompt_dim),
-            "prompt_encoder_config": dict(hidden_size=prompt_dim, image_size=size, patch_size=16, mask_input_channels=4),
+            "prompt_encoder_config": dict(hidden_size=prompt_dim, image_size=size, patch_size=16, mask_input_channels=16),
             "mask_decoder_config": _decoder(prompt_dim),
         },
     }
