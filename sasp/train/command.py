@@ -35,6 +35,7 @@ examples:
       --train-vision-tower --train-projector --train-sam-encoder --batch-size 8 \\
       --max-steps 900 --lr 1e-3 --warmup-steps 30 --val-data synthetic --eval-steps 100
   sasp train ...same... --out runs/tiny-sasp --arm sasp --sasp-preset read-7b
+  sasp train ...same... --out runs/tiny-mask --arm sasp --spatial-prompt points+mask
   torchrun --nproc-per-node 8 -m sasp.train --model ./seg-llava-7b --data reasonseg \\
       --root ./dataset/reason_seg/ReasonSeg --out runs/lisa7b-sasp --arm sasp --lora-r 8 --bf16 \\
       --batch-size 2 --grad-accum 10 --max-steps 5000 --lr 3e-4 --warmup-steps 100
@@ -111,8 +112,13 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     a.add_argument("--t-neg", type=float, help="SasP: negative threshold")
     a.add_argument("--down-sample", type=int, help="SasP: token-grid down-sampling")
     a.add_argument("--dtoc-radius", type=int, help="SasP: DtoC window radius")
+    a.add_argument("--spatial-prompt", choices=["points", "mask", "points+mask"],
+                   help="SasP: what SAM gets from the similarity map: points (READ, the presets' default), "
+                        "mask (the map as SAM's dense mask prompt, UGround) or points+mask")
+    a.add_argument("--mask-range", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="SasP mask prompt: the normalised map m becomes LO + (HI - LO) m (default -8 8: SAM's logits)")
     a.add_argument("--sam-prompt", choices=["both", "points"], default="both",
-                   help="SasP: SAM gets points and the [SEG] embedding (both, READ) or points only")
+                   help="SasP: SAM gets its SasP prompts and the [SEG] embedding (both, READ) or the SasP prompts only")
     d = p.add_argument_group("data")
     d.add_argument("--data", required=True, metavar="KIND", help=f"{', '.join(sorted(DATA_KINDS))} or module:factory")
     d.add_argument("--root", metavar="PATH", help="dataset root folder")
@@ -156,9 +162,14 @@ def _sasp_of(args: argparse.Namespace):
     from .model import resolve_sasp
 
     if args.arm == "baseline":
+        if getattr(args, "spatial_prompt", None) or getattr(args, "mask_range", None):
+            raise CommandError("--spatial-prompt and --mask-range need --arm sasp")
         return None
+    mask_range = getattr(args, "mask_range", None)
     return resolve_sasp(args.sasp_preset, num_points=args.num_points, t_pos=args.t_pos, t_neg=args.t_neg,
-                        down_sample=args.down_sample, dtoc_radius=args.dtoc_radius)
+                        down_sample=args.down_sample, dtoc_radius=args.dtoc_radius,
+                        spatial_prompt=getattr(args, "spatial_prompt", None),
+                        mask_range=tuple(mask_range) if mask_range else None)
 
 
 def _fingerprint(reader: Any) -> Dict[str, Any]:
