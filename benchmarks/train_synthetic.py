@@ -6,9 +6,14 @@ each run's initial-weight hash and data-order log). Validation is LISA's: teache
 "Sure, [SEG]." on the fixed synthetic val set, gIoU / cIoU of the samples with a target, every
 ``--eval-every`` steps; the all-foreground and all-background predictors give the floor.
 
-    python benchmarks/train_synthetic.py run              # both arms x seeds 0 1 2 (~20 min per arm on 2 cores)
+    python benchmarks/train_synthetic.py run              # both arms x seeds 0 1 2 (~13 min per run, 2 at a time)
     python benchmarks/train_synthetic.py pilot            # baseline, seed 0, a few minutes
     python benchmarks/train_synthetic.py step-share       # SasP's share of one training step
+
+The tiny model's token grid is 12 x 12: READ-7B's down_sample 2 (tuned on a 24 x 24 grid, 144
+selection cells) would leave 36 cells for 30 points; ``--down-sample 1`` keeps 144 cells (the
+setting of the reported experiment, ``--steps 800 --down-sample 1``). Every run saves its final
+model (``<arm>-seed<s>/model/``, safetensors + processor; ``config.sasp`` is the arm).
 
 Output (untracked): ``benchmarks/out/train_synthetic/<name>/``: ``<arm>-seed<s>/curve.json``
 (val gIoU per evaluation), ``log.json`` (training losses), ``data_order/``, ``run.json``;
@@ -149,7 +154,7 @@ def experiment(arms: List[str], seeds: List[int], opts: Dict[str, Any], name: st
     return summary
 
 
-def step_share(batch_size: int, repeats: int, preset: str, seed: int) -> Dict[str, Any]:
+def step_share(batch_size: int, repeats: int, preset: str, seed: int, fields: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Forward + backward of one batch (same model, same batch, one thread pinned to one core)
     in three settings, interleaved in rotating order: SasP off; SasP computed but not given to
     SAM (``sam_prompt="text"``: the cost of selection + DtoC and their backward); SasP on
@@ -157,10 +162,9 @@ def step_share(batch_size: int, repeats: int, preset: str, seed: int) -> Dict[st
     torch.set_num_threads(1)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    from sasp import PRESETS
     from sasp.data.synthetic import SyntheticReasonSeg
     from sasp.train.collator import SegCollator
-    from sasp.train.model import TrainableSettings, build_model, configure_trainable
+    from sasp.train.model import TrainableSettings, build_model, configure_trainable, resolve_sasp
 
     model, processor = build_model("tiny", seed=seed)
     configure_trainable(model, TrainableSettings(True, True, True))
@@ -170,7 +174,7 @@ def step_share(batch_size: int, repeats: int, preset: str, seed: int) -> Dict[st
     batch = SegCollator(processor)(samples)
     batch.pop("sample_ids")
     n_seg = sum(int(g.shape[0]) for g in batch["gt_masks"])
-    cfg = PRESETS[preset]
+    cfg = resolve_sasp(preset, **(fields or {}))
     modes = {"off": (None, "both"), "points_only_computed": (cfg, "text"), "on": (cfg, "both")}
 
     def step(mode: str) -> float:
@@ -209,7 +213,8 @@ def step_share(batch_size: int, repeats: int, preset: str, seed: int) -> Dict[st
     op_ms = 1e3 * statistics.median([op() for _ in range(max(repeats, 50))])
     ratio = [b / a for a, b in zip(times["off"], times["on"])]
     op = [(b - a) / c for a, b, c in zip(times["off"], times["points_only_computed"], times["on"])]
-    out = {"batch_size": batch_size, "seg_tokens": n_seg, "repeats": repeats, "preset": preset, "threads": 1,
+    out = {"batch_size": batch_size, "seg_tokens": n_seg, "repeats": repeats, "preset": preset,
+           "sasp": dataclasses.asdict(cfg), "threads": 1,
            **{f"{n}_ms": 1e3 * m for n, m in med.items()},
            "ratio_on_off": statistics.median(ratio), "ratio_on_off_iqr": q(ratio),
            "sasp_arm_share": (med["on"] - med["off"]) / med["on"],
@@ -256,7 +261,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--repeats", type=int, default=20, help="step-share: timed steps per arm")
     a = p.parse_args(argv)
     if a.mode == "step-share":
-        step_share(a.batch_size, a.repeats, a.preset, seed=0)
+        step_share(a.batch_size, a.repeats, a.preset, seed=0, fields=_options(a)["sasp_fields"])
         return 0
     pilot = a.mode == "pilot"
     arms = a.arms or (["baseline"] if pilot else list(ARMS))
