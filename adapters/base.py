@@ -155,7 +155,8 @@ class SegPipelineSpec:
             instance level to capture each call's tokens and image sizes.
         sequence_methods: methods whose return value (``.sequences`` or a tensor) fills the
             tokens of an active context that has none (``generate`` inside ``evaluate``).
-        sam: dotted path of SAM (its ``prompt_encoder`` is hooked).
+        sam: dotted path of SAM (its ``prompt_encoder``, or ``sam_prompt_encoder`` in the sam2
+            package's ``SAM2Base``, is hooked).
         projection: dotted path of the module whose first input is the last-layer hidden
             states [B, T, D].
         seg_token_attr: attribute of the core model holding the [SEG] token id. Other
@@ -288,7 +289,7 @@ def wrap(
                 object.__setattr__(core, name, SequencesShadow(state, name))
         projection = get_path(core, spec.projection)
         state.hooks.append((projection, projection.register_forward_pre_hook(HiddenStatesHook(state)).id))
-        encoder = state.sam.prompt_encoder
+        encoder = state.encoder
         state.hooks.append((encoder, encoder.register_forward_pre_hook(PromptHook(state), with_kwargs=True).id))
     except Exception:
         _detach(core, state)

@@ -64,7 +64,8 @@ class WrapState:
         self.seg_id = int(getattr(core, spec.seg_token_attr))
         self.num_patches = int(spec.num_patches(core))
         self.grid_hw = spec.grid_hw(core) if spec.grid_hw is not None else None
-        encoder = self.sam.prompt_encoder
+        # the sam2 package's SAM2Base names it sam_prompt_encoder
+        encoder = self.encoder = self.sam.prompt_encoder if hasattr(self.sam, "prompt_encoder") else self.sam.sam_prompt_encoder
         self.style = prompt_style(spec.sam_backend, encoder)
         if spec.sam_long_side is not None:
             self.long_side = int(spec.sam_long_side)

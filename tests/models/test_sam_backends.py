@@ -1,5 +1,5 @@
-"""SegLlava on each SAM backend (segment_anything, transformers' SamModel, Sam2Model): the demo
-path (``segment`` with generation), a training step, SasP points in each backend's own frame
+"""SegLlava on each SAM backend (segment_anything, transformers' SamModel and Sam2Model, the
+sam2 package's SAM2Base when installed): the demo path (``segment`` with generation), a training step, SasP points in each backend's own frame
 (checked against the backend's own transform / processor on non-square images), the
 similarity mask prompt, and the backends' preprocessing and post-processing against theirs."""
 from __future__ import annotations
@@ -30,9 +30,16 @@ S = 64  # SAM input side of every tiny backend; mask input 16 x 16
 # 16 mask-input channels: with 4, the mask embedding's first LayerNorm sees one channel and
 # makes the dense prompt constant (no gradient reaches the mask prompt)
 CONFIGS = {"segment_anything": {**tiny_sa_config(img_size=S), "mask_in_chans": 16}, "transformers": tiny_sam_config(S), "sam2": tiny_sam2_config(S)}
-FRAMES = {"segment_anything": "resize_longest", "transformers": "resize_longest", "sam2": "square"}
-POINT_KEYS = {"segment_anything": "points", "transformers": "input_points", "sam2": "input_points"}
-MASK_KEYS = {"segment_anything": "masks", "transformers": "input_masks", "sam2": "input_masks"}
+try:  # the sam2 package: SAM 2.1 Hiera-T at 64 px (random weights)
+    import sam2  # noqa: F401
+except ImportError:
+    pass
+else:
+    CONFIGS["sam2-package"] = {"backend": "sam2", "config_file": "configs/sam2.1/sam2.1_hiera_t.yaml", "overrides": [f"++model.image_size={S}"]}
+FRAMES = {"segment_anything": "resize_longest", "transformers": "resize_longest", "sam2": "square", "sam2-package": "square"}
+POINT_KEYS = {"segment_anything": "points", "transformers": "input_points", "sam2": "input_points", "sam2-package": "points"}
+MASK_KEYS = {"segment_anything": "masks", "transformers": "input_masks", "sam2": "input_masks", "sam2-package": "masks"}
+MODULES = {"segment_anything": "Sam", "transformers": "SamModel", "sam2": "Sam2Model", "sam2-package": "SAM2Base"}
 SIZES = [(37, 91), (90, 50), (40, 40)]  # non-square images
 PROMPTS = ["Segment the red circle.", "Where is the dog?", "Find the big square."]
 ANSWERS = ["Sure, [SEG] and [SEG].", "no", "It is [SEG]."]
@@ -64,7 +71,9 @@ class Recorder:
 
     def __init__(self, model):
         self.calls = []
-        self.handle = model.visual_model.prompt_encoder.register_forward_pre_hook(
+        sam = model.visual_model
+        encoder = sam.prompt_encoder if hasattr(sam, "prompt_encoder") else sam.sam_prompt_encoder  # SAM2Base
+        self.handle = encoder.register_forward_pre_hook(
             lambda m, a, k: self.calls.append(dict(k)), with_kwargs=True
         )
 
@@ -74,7 +83,7 @@ class Recorder:
 
 def _points_of(backend, call):
     """(coords [n, K, 2], labels [n, K]) of one recorded call, in the backend's layout."""
-    if backend == "segment_anything":
+    if POINT_KEYS[backend] == "points":
         return call["points"]
     return call["input_points"][:, 0], call["input_labels"][:, 0]
 
@@ -114,7 +123,7 @@ def test_segment_with_generation(tiny):
     assert all(x.dtype == torch.bool for x in out.masks)
     assert all(torch.isfinite(x).all() for x in out.mask_logits)
     assert out.points.shape == (3, 6, 2) and out.mask_prompts.shape == (3, 1, 16, 16)
-    assert type(m.visual_model).__name__ == {"segment_anything": "Sam", "transformers": "SamModel", "sam2": "Sam2Model"}[backend]
+    assert type(m.visual_model).__name__ == MODULES[backend] and m.sam_backend.name == backend
 
 
 @pytest.mark.parametrize("spatial", ["points", "mask", "points+mask"])
@@ -128,7 +137,7 @@ def test_training_step(tiny, spatial):
     assert torch.isfinite(out.loss)
     out.loss.backward()
     grads = {n: p.grad for n, p in m.named_parameters()}
-    decoder = [g for n, g in grads.items() if n.startswith("visual_model.mask_decoder.")]
+    decoder = [g for n, g in grads.items() if n.startswith(("visual_model.mask_decoder.", "visual_model.sam_mask_decoder."))]
     assert any(g is not None and g.abs().sum() > 0 for g in decoder), "SAM's mask decoder trains"
     encoder = [g for n, g in grads.items() if n.startswith(("visual_model.image_encoder.", "visual_model.vision_encoder."))]
     assert encoder and all(g is None for g in encoder), "SAM's image encoder runs without gradient"
@@ -159,6 +168,10 @@ def _their_frame(backend, points, hw):
         from segment_anything.utils.transforms import ResizeLongestSide
 
         return torch.from_numpy(ResizeLongestSide(S).apply_coords(points.double().numpy(), hw))
+    if backend == "sam2-package":
+        from sam2.utils.transforms import SAM2Transforms
+
+        return SAM2Transforms(S, 0.0).transform_coords(points.float(), normalize=True, orig_hw=hw)
     image = np.zeros((*hw, 3), dtype=np.uint8)
     if backend == "transformers":
         proc = SamProcessor(image_processor=SamImageProcessor(size={"longest_edge": S}, pad_size={"height": S, "width": S}))
@@ -178,7 +191,7 @@ def test_points_reach_sam_in_its_own_frame(tiny):
     assert torch.equal(labels, out.labels) and coords.dtype == torch.float32
     for i, row in enumerate(out.seg_rows.tolist()):
         theirs = _their_frame(backend, out.points[i].detach(), SIZES[row])
-        if backend == "sam2":  # Sam2Processor scales float32 points: the same float32 product
+        if backend.startswith("sam2"):  # float32 in SAM 2's processors too: the same products
             assert torch.equal(coords[i], theirs)
         else:
             torch.testing.assert_close(coords[i].double(), theirs, rtol=1e-6, atol=1e-5)
@@ -228,6 +241,15 @@ def test_preprocessing_matches_the_backends_own(tiny):
             assert tuple(batch["sam_input_hw"][i].tolist()) == predictor.input_size
             torch.testing.assert_close(ours[i : i + 1], predictor.features)
             continue
+        if backend == "sam2-package":
+            from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+            predictor = SAM2ImagePredictor(sam)
+            predictor._bb_feat_sizes = [(S // 4,) * 2, (S // 8,) * 2, (S // 16,) * 2]  # it assumes 1024 px
+            predictor.set_image(img)
+            their = predictor._features["high_res_feats"] + [predictor._features["image_embed"]]
+            assert all(torch.equal(a[i : i + 1], b) for a, b in zip(ours, their))
+            continue
         if backend == "transformers":
             their = SamProcessor(image_processor=SamImageProcessor(size={"longest_edge": S}, pad_size={"height": S, "width": S}))
             enc = their(images=[img], return_tensors="pt")
@@ -238,6 +260,30 @@ def test_preprocessing_matches_the_backends_own(tiny):
             theirs = sam.get_image_embeddings(enc["pixel_values"])
             for level, their_level in zip(ours, theirs):
                 torch.testing.assert_close(level[i : i + 1], their_level)
+
+
+def test_sam2_package_decodes_as_its_predictor(tiny):
+    """Points only: the backend's prompt call, decoder call and post-processing give what the
+    package's SAM2ImagePredictor.predict gives."""
+    backend, model, processor = tiny
+    if backend != "sam2-package":
+        pytest.skip("the sam2 package's own predictor")
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    from sasp.models.seg_llava.sam_backends import SamPrompt
+
+    sam, be = model.visual_model, model.sam_backend
+    predictor = SAM2ImagePredictor(sam)
+    predictor._bb_feat_sizes = [(S // 4,) * 2, (S // 8,) * 2, (S // 16,) * 2]
+    predictor.set_image(IMAGES[0])
+    pts, labels = np.array([[10.0, 20.0], [80.0, 5.0]]), np.array([1, 0])
+    masks, _, low = predictor.predict(point_coords=pts, point_labels=labels, multimask_output=False, return_logits=True)
+    emb = be.image_embeddings(sam, processor.preprocess_sam(IMAGES[:1])[0], False)
+    coords = be.to_frame(torch.tensor(pts, dtype=torch.float32)[None], torch.tensor([SIZES[0]]), S)
+    with torch.no_grad():
+        ours = be.decode(sam, emb, 0, SamPrompt(n=1, coords=coords, labels=torch.tensor([[1, 0]])), torch.float32)
+    torch.testing.assert_close(ours[0], torch.as_tensor(low), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(be.postprocess(sam, ours, (S, S), SIZES[0])[0], torch.as_tensor(masks)[0], rtol=1e-5, atol=1e-5)
 
 
 def test_postprocessing_matches_the_processors():

@@ -3,7 +3,10 @@
 - ``"segment_anything"`` (default): segment_anything's ``Sam`` (``sam.build_sam``).
 - ``"transformers"``: transformers' ``SamModel`` (``sam_config["config"]``: ``SamConfig``'s
   fields; released weights load with ``SamModel.from_pretrained``).
-- ``"sam2"``: transformers' ``Sam2Model`` (``sam_config["config"]``: ``Sam2Config``'s fields).
+- ``"sam2"``: transformers' ``Sam2Model`` (``sam_config["config"]``: ``Sam2Config``'s fields)
+  when the installed transformers has it, else the sam2 package's ``SAM2Base``
+  (``"sam2-package"``, ``sam_backends_sam2``: ``sam_config["config_file"]``, which also
+  selects the package when both are installed).
 
 A backend answers, for its SAM module: the square input side, the prompt width, the mask
 input side; the preprocessing of images into its input (and the size each image occupies
@@ -14,7 +17,8 @@ backend                image in the input frame                      point (x, y
 =====================  ===========================================  ===========================
 segment_anything       ResizeLongestSide(S), zero padding right/bottom  (x new_w / W, y new_h / H)
 transformers (SAM)     the same (``SamProcessor``)                   the same
-sam2 (SAM 2)           resized to S x S (``Sam2Processor``)          (x S / W, y S / H)
+sam2 (SAM 2)           resized to S x S (``Sam2Processor``,          (x S / W, y S / H)
+                       the package's ``SAM2Transforms``)
 =====================  ===========================================  ===========================
 
 with (new_h, new_w) = (int(H s + 0.5), int(W s + 0.5)), s = S / max(H, W). Labels are SAM's
@@ -38,7 +42,7 @@ from sasp.geometry import to_sam_frame
 Embeddings = Union[Tensor, List[Tensor]]
 """A backend's image embeddings: [B, C, h, w], or SAM 2's feature pyramid (a list, each [B, ...])."""
 
-BACKENDS = ("segment_anything", "transformers", "sam2")
+BACKENDS = ("segment_anything", "transformers", "sam2", "sam2-package")
 
 
 @dataclass
@@ -205,6 +209,14 @@ def _resolve(name: str) -> SamBackend:
         return SegmentAnythingBackend()
     if name not in BACKENDS:
         raise ValueError(f"unknown SAM backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    if name == "sam2-package":
+        try:
+            import sam2  # noqa: F401
+        except ImportError:
+            raise ImportError("the 'sam2-package' SAM backend needs the sam2 package: pip install sam2") from None
+        from .sam_backends_sam2 import Sam2PackageBackend
+
+        return Sam2PackageBackend()
     from . import sam_backends_hf
 
     if name == "transformers":
@@ -226,4 +238,6 @@ def get_backend(sam_config: Union[None, str, Mapping[str, Any]]) -> SamBackend:
         name = (sam_config or {}).get("backend", "segment_anything")
     if not isinstance(name, str):
         raise ValueError(f"sam_config['backend'] must be one of {', '.join(BACKENDS)}, got {name!r}")
+    if name == "sam2" and isinstance(sam_config, Mapping) and "config_file" in sam_config:
+        name = "sam2-package"  # a config of the sam2 package
     return _resolve(name)

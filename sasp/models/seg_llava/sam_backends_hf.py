@@ -184,18 +184,18 @@ class TransformersSam2Backend(SamBackend):
 
 
 def sam2_backend() -> SamBackend:
-    """transformers' ``Sam2Model`` when the installed transformers has it."""
-    try:
-        from transformers import Sam2Model  # noqa: F401
-    except ImportError:
-        pass
-    else:
+    """transformers' ``Sam2Model`` when the installed transformers has it, else the sam2
+    package's ``SAM2Base``; an ImportError naming both when neither is installed."""
+    import transformers
+
+    if getattr(transformers, "Sam2Model", None) is not None:
         return TransformersSam2Backend()
     try:
         import sam2  # noqa: F401
     except ImportError:
         raise ImportError(
-            "the 'sam2' SAM backend needs transformers >= 4.56 (Sam2Model): pip install -U \"transformers>=4.56\""
+            "the 'sam2' SAM backend needs transformers' Sam2Model or the sam2 package: "
+            "pip install -U \"transformers>=4.56\" (or pip install sam2)"
         ) from None
     from .sam_backends_sam2 import Sam2PackageBackend
 
