@@ -124,6 +124,7 @@ def test_segment_with_generation(tiny):
     assert all(torch.isfinite(x).all() for x in out.mask_logits)
     assert out.points.shape == (3, 6, 2) and out.mask_prompts.shape == (3, 1, 16, 16)
     assert type(m.visual_model).__name__ == MODULES[backend] and m.sam_backend.name == backend
+    assert all(isinstance(getattr(m.visual_model, attr), torch.nn.Module) for attr in m.sam_backend.parts.values())
 
 
 @pytest.mark.parametrize("spatial", ["points", "mask", "points+mask"])

@@ -69,6 +69,8 @@ class SamBackend:
 
     name = ""
     frame = "resize_longest"  # sasp.ops.mask_prompt's frame: "resize_longest" or "square"
+    parts = {"image_encoder": "image_encoder", "prompt_encoder": "prompt_encoder", "mask_decoder": "mask_decoder"}
+    """The attribute names of SAM's three parts (what to freeze or train)."""
 
     def build(self, sam_config: Mapping[str, Any]) -> nn.Module:
         raise NotImplementedError

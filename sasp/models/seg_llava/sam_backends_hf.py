@@ -47,6 +47,7 @@ class TransformersSamBackend(SamBackend):
     """transformers' ``SamModel`` (SAM 1 weights in the Hub layout, e.g. facebook/sam-vit-huge)."""
 
     name = "transformers"
+    parts = {"image_encoder": "vision_encoder", "prompt_encoder": "prompt_encoder", "mask_decoder": "mask_decoder"}
 
     def build_config(self, sam_config: Mapping[str, Any]):
         from transformers import SamConfig
@@ -109,6 +110,7 @@ class TransformersSam2Backend(SamBackend):
 
     name = "sam2"
     frame = "square"
+    parts = {"image_encoder": "vision_encoder", "prompt_encoder": "prompt_encoder", "mask_decoder": "mask_decoder"}
 
     def build_config(self, sam_config: Mapping[str, Any]):
         from transformers import Sam2Config

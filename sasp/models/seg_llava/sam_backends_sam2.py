@@ -28,6 +28,7 @@ DEFAULT_CONFIG = "configs/sam2.1/sam2.1_hiera_l.yaml"
 class Sam2PackageBackend(SamBackend):
     name = "sam2-package"
     frame = "square"
+    parts = {"image_encoder": "image_encoder", "prompt_encoder": "sam_prompt_encoder", "mask_decoder": "sam_mask_decoder"}
 
     @staticmethod
     def _overrides(sam_config: Mapping[str, Any]) -> List[str]:
