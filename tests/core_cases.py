@@ -10,7 +10,6 @@ skip in this process and ``fresh_interpreter_test`` runs them in a fresh one.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
 import subprocess
@@ -23,8 +22,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sasp.ops.triton import missing_requirements  # does not import Triton
+
 CUDA = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1"
-HAVE_TRITON = importlib.util.find_spec("triton") is not None
+TRITON_MISSING = missing_requirements()
+"""Why the fused kernel cannot be imported here (torch or Triton too old, Triton missing), or None."""
+HAVE_TRITON = TRITON_MISSING is None
 if HAVE_TRITON and not CUDA:
     os.environ["TRITON_INTERPRET"] = "1"  # before sasp.ops.triton.similarity_as_points defines the kernels
 
@@ -60,8 +63,23 @@ from sasp.ops import SasPOutput  # noqa: E402
 
 needs_triton = pytest.mark.skipif(
     not (HAVE_TRITON and IN_PROCESS),
-    reason="triton is not installed (pip install triton)" if not HAVE_TRITON
+    reason=TRITON_MISSING if not HAVE_TRITON
     else "Triton was imported before TRITON_INTERPRET=1 was set: test_triton_in_a_fresh_interpreter runs these",
+)
+
+
+def _torch_version() -> Tuple[int, int]:
+    major, minor = torch.__version__.split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+_COMPILE_NEEDS = {(3, 12): (2, 4), (3, 13): (2, 6)}
+"""The first torch whose torch.compile runs on a Python; otherwise 2.1 (torch 2.0's refuses
+Python 3.11, and the tests' tracing is not checked on it)."""
+COMPILE_SUPPORTED = _torch_version() >= _COMPILE_NEEDS.get(sys.version_info[:2], (2, 1))
+needs_compile = pytest.mark.skipif(
+    not COMPILE_SUPPORTED,
+    reason=f"torch.compile of torch {torch.__version__} does not run on Python {sys.version_info[0]}.{sys.version_info[1]}",
 )
 
 

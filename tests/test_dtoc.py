@@ -11,6 +11,7 @@ from core_cases import (
     TRITON_CASES,
     exact_selection,
     fresh_interpreter_test,
+    needs_compile,
     provider_case_params,
     provider_params,
     dtoc_with,
@@ -93,6 +94,7 @@ def test_range_beyond_float32_stays_finite():
     assert torch.equal(dtoc(sim32, [(100, 120)] * 2, discrete), refined)
 
 
+@needs_compile
 def test_dtoc_under_torch_compile():
     sim = torch.randn(2, 576, requires_grad=True)
     hw = [(480, 640), (50, 60)]
@@ -103,6 +105,21 @@ def test_dtoc_under_torch_compile():
     (g_eager,) = torch.autograd.grad(eager.sum(), sim)
     (g_compiled,) = torch.autograd.grad(compiled.sum(), sim)
     torch.testing.assert_close(g_compiled, g_eager, rtol=1e-6, atol=1e-6)
+
+
+def test_host_steps_without_torch_compiler(monkeypatch):
+    """torch 2.0 has no ``torch.compiler``: once dynamo is loaded (as torch.compile loads it),
+    the host-side steps are disabled with ``torch._dynamo.disable`` instead, and still run."""
+    import torch._dynamo
+
+    from sasp.ops import _common
+
+    if hasattr(torch, "compiler"):  # take away what torch 2.0 lacks
+        monkeypatch.delattr(torch.compiler, "disable")
+    assert _common._compiler_disable() is torch._dynamo.disable
+    seen = []
+    step = _common.eager(lambda x: seen.append(x) or x + 1)
+    assert step(1) == 2 and step(2) == 3 and seen == [1, 2]
 
 
 def test_bad_points_shape():

@@ -18,7 +18,7 @@ import sys
 import pytest
 import torch
 
-from core_cases import CUDA, DEVICE, HAVE_TRITON, fresh_interpreter_test, needs_triton, triton_op
+from core_cases import CUDA, DEVICE, HAVE_TRITON, fresh_interpreter_test, needs_compile, needs_triton, triton_op
 from sasp import READ_7B, SasP, SasPConfig, backend_for, select_points, similarity_as_points
 from sasp.ops import SasPOutput
 from sasp.ops.triton import available, kernel_limits
@@ -133,6 +133,28 @@ def test_backend_bogus_value_raises(monkeypatch):
         similarity_as_points(torch.randn(1, 576), [(40, 50)])
 
 
+@pytest.mark.parametrize("lack", ["torch", "triton", "no-triton"])
+def test_backend_triton_by_name_says_what_is_missing(monkeypatch, lack):
+    """An old torch (no torch.library.custom_op) or Triton (no triton.knobs), or none: the
+    requested backend's error names the versions the kernel needs."""
+    from sasp.ops import triton as backend
+
+    monkeypatch.setenv("SASP_BACKEND", "triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    if lack == "torch":
+        monkeypatch.delattr(torch.library, "custom_op")
+    else:
+        monkeypatch.setattr(backend, "_triton_has_knobs", lambda: False if lack == "triton" else None)
+    backend.missing_requirements.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match=r"needs torch >= 2\.4 and triton >= 3\.4") as err:
+            similarity_as_points(torch.randn(1, 576), [(40, 50)])
+    finally:
+        backend.missing_requirements.cache_clear()
+    assert ("not installed" in str(err.value)) == (lack == "no-triton")
+    assert (f"found torch {torch.__version__}" in str(err.value)) == (lack != "no-triton")
+
+
 def test_kernel_limits():
     assert kernel_limits(torch.randn(1, 576), READ_7B) is None
     assert "64x64" in kernel_limits(torch.randn(1, 65 * 65), READ_7B)
@@ -174,6 +196,7 @@ def test_import_sasp_does_not_import_triton():
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
 
 
+@needs_compile
 def test_torch_compile_cpu_torch_path(monkeypatch):
     """A small model with SasP compiles (aot_eager) on the CPU torch path and matches eager."""
     monkeypatch.setenv("SASP_BACKEND", "torch")

@@ -21,10 +21,21 @@ def eager(fn):
         if "torch._dynamo" not in sys.modules:
             return fn(*args, **kwargs)
         if not disabled:
-            disabled.append(torch.compiler.disable(fn))
+            disabled.append(_compiler_disable()(fn))
         return disabled[0](*args, **kwargs)
 
     return wrapper
+
+
+def _compiler_disable():
+    """``torch.compiler.disable``; torch 2.0, which has no ``torch.compiler``, has it as
+    ``torch._dynamo.disable``."""
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and hasattr(compiler, "disable"):
+        return compiler.disable
+    from torch._dynamo import disable
+
+    return disable
 
 
 def check_sim(sim: Tensor, check_finite: bool = True) -> None:
