@@ -1,6 +1,6 @@
 """sasp: Similarity as Points (READ, CVPR 2025) for <SEG>-token segmentation models.
 
-``import sasp`` imports torch, numpy and einops only; adapters import transformers and
+``import sasp`` imports torch and numpy only; adapters import transformers and
 segment_anything lazily, and the Triton kernels import Triton lazily.
 """
 from .config import PRESETS, READ_7B, READ_13B, SasPConfig
