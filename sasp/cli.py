@@ -15,6 +15,7 @@ import sys
 import textwrap
 from typing import Optional, Sequence
 
+from .config import PRESETS
 from .demo import DEFAULT_OUT, DEFAULT_PROMPT, TINY_ANSWER, UserError, run_demo
 
 EXTRAS = {
@@ -55,8 +56,10 @@ def _add_demo(sub) -> None:
                       f"(default: generate; the tiny random model uses {TINY_ANSWER!r})")
     demo.add_argument("--out", default=DEFAULT_OUT, metavar="FILE.png", help=f"picture to write (default: {DEFAULT_OUT})")
     demo.add_argument("--sam-checkpoint", metavar="FILE", help="segment_anything checkpoint (.pth) for SAM")
-    demo.add_argument("--preset", default="read-7b", choices=["read-7b", "read-13b"],
-                      help="SasP settings: read-7b (30 points, t_pos 0.8) or read-13b (60 points, t_pos 0.6)")
+    demo.add_argument("--preset", default="read-7b", choices=sorted(PRESETS),
+                      help="SasP settings: read-7b (30 points, t_pos 0.8), read-13b (60 points, t_pos 0.6), "
+                           "read-7b+mask (read-7b plus the similarity map as SAM's mask prompt) or mask (the map "
+                           "only); default read-7b")
     demo.add_argument("--sam-prompt", default="both", choices=["both", "points", "text"],
                       help="what SAM is prompted with: the SasP points and the [SEG] embedding (both), the points "
                            "only, or the [SEG] embedding only (text: SasP off, no points drawn)")
