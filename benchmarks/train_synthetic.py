@@ -15,6 +15,13 @@ selection cells) would leave 36 cells for 30 points; ``--down-sample 1`` keeps 1
 setting of the reported experiment, ``--steps 800 --down-sample 1``). Every run saves its final
 model (``<arm>-seed<s>/model/``, safetensors + processor; ``config.sasp`` is the arm).
 
+``--spatial-prompt points+mask`` (or ``mask``) gives the sasp arm the similarity map as SAM's
+dense mask prompt; with ``--arms sasp`` and the reported experiment's other options it adds
+that arm beside an earlier run (same seeds, same start and data order: compare the runs'
+``init_hash`` / ``order_hash`` in run.json):
+
+    python benchmarks/train_synthetic.py run --arms sasp --spatial-prompt points+mask --steps 800 --down-sample 1 --name mask800
+
 Output (untracked): ``benchmarks/out/train_synthetic/<name>/``: ``<arm>-seed<s>/curve.json``
 (val gIoU per evaluation), ``log.json`` (training losses), ``data_order/``, ``run.json``;
 ``summary.json`` (final and best gIoU per run, per-arm mean and spread, the trivial
@@ -229,7 +236,8 @@ def _options(a: argparse.Namespace) -> Dict[str, Any]:
     return {"steps": a.steps, "batch_size": a.batch_size, "lr": a.lr, "warmup": a.warmup, "eval_every": a.eval_every,
             "log_every": a.log_every, "train_size": a.train_size, "val_size": a.val_size, "eval_batch": a.eval_batch,
             "preset": a.preset, "sasp_fields": {k: v for k, v in (("num_points", a.num_points), ("t_pos", a.t_pos),
-            ("t_neg", a.t_neg), ("down_sample", a.down_sample)) if v is not None},
+            ("t_neg", a.t_neg), ("down_sample", a.down_sample), ("spatial_prompt", a.spatial_prompt),
+            ("mask_range", None if a.mask_range is None else tuple(a.mask_range))) if v is not None},
             "threads": a.threads, "workers": a.workers, "train_sam_encoder": not a.frozen_sam_encoder}
 
 
@@ -253,6 +261,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--t-neg", type=float, help="sasp arm: negative threshold, overrides the preset")
     p.add_argument("--down-sample", type=int, help="sasp arm: grid down-sampling before selection, overrides "
                    "the preset (the tiny model's grid is 12x12: 1 keeps 144 cells, as READ-7B's 24x24 / 2)")
+    p.add_argument("--spatial-prompt", choices=["points", "mask", "points+mask"], help="sasp arm: what SAM gets "
+                   "from the similarity map (points, the map as its dense mask prompt, or both), overrides the preset")
+    p.add_argument("--mask-range", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="sasp arm: logit range of the mask prompt, overrides the preset")
     p.add_argument("--frozen-sam-encoder", action="store_true", help="keep SAM's (random) image encoder frozen, as LISA")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers per run")
