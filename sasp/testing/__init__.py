@@ -8,11 +8,12 @@ weights (a pass takes milliseconds on a CPU)::
     model = sasp.wrap_lisa(build_tiny("lisa"))
     out = model(**make_batch("lisa", [(48, 40)], [[[7, SEG]]]))
 
-Modules:
+Modules (this package exports what each lists in ``__all__``):
     sam: ``TextPromptEncoder`` (the LISA fork of SAM's prompt encoder) and ``tiny_sam``.
     llava: ``TinyLlavaForCausalLM`` (LLaVA-1.x as the family vendors it), the token ids.
     families: ``TinyLISA``, ``TinyGSVA``, ``TinySESAME``, ``TinyREAD``, ``build_tiny``.
     batches: ``make_batch`` / ``make_eval_batch``, the families' call arguments.
+    sam_hf: the same on transformers' SAM / SAM 2 (imported on its own).
 
 Importing this package imports transformers and segment_anything (``pip install "sasp[hf]"``);
 it does not import sasp's own model (``sasp.models.seg_llava``), only its SAM builder and
@@ -26,30 +27,14 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError(f"sasp.testing needs transformers and segment_anything ({err}): pip install \"sasp[hf]\"") from err
 
-from .batches import make_batch, make_eval_batch
-from .families import FAMILIES, TinyGSVA, TinyLISA, TinyREAD, TinySESAME, allow_only, build_tiny
-from .llava import BOS, EOS, IGNORE_INDEX, IMAGE_TOKEN_INDEX, PAD, REJ, SEG, VOCAB, TinyLlavaForCausalLM
-from .sam import TextPromptEncoder, tiny_sam
+from . import batches, families, llava, sam
+from .batches import *  # noqa: F401,F403
+from .families import *  # noqa: F401,F403
+from .llava import *  # noqa: F401,F403
+from .sam import *  # noqa: F401,F403
 
-__all__ = [
-    "BOS",
-    "EOS",
-    "FAMILIES",
-    "IGNORE_INDEX",
-    "IMAGE_TOKEN_INDEX",
-    "PAD",
-    "REJ",
-    "SEG",
-    "VOCAB",
-    "TextPromptEncoder",
-    "TinyGSVA",
-    "TinyLISA",
-    "TinyLlavaForCausalLM",
-    "TinyREAD",
-    "TinySESAME",
-    "allow_only",
-    "build_tiny",
-    "make_batch",
-    "make_eval_batch",
-    "tiny_sam",
-]
+__all__: list = []
+__all__ += batches.__all__
+__all__ += families.__all__
+__all__ += llava.__all__
+__all__ += sam.__all__

@@ -28,9 +28,7 @@ class TinyLISA(SegMixin, TinyLlavaForCausalLM):
     """``LISAForCausalLM`` (dvlab-research/LISA, model/LISA.py)."""
 
     def __init__(self, config: LlamaConfig, sam: Sam, seg_token_idx: int = SEG):
-        super().__init__(config)
-        self.seg_token_idx = seg_token_idx
-        self._init_seg(config, sam)
+        super().__init__(config, sam, seg_token_idx)
         self.Np = self.get_vision_tower().num_patches  # LISA hard-codes 256 (255 + 1)
 
     def model_forward(
@@ -70,16 +68,7 @@ class TinyLISA(SegMixin, TinyLlavaForCausalLM):
         self, images_clip, images, input_ids, resize_list, original_size_list, max_new_tokens=32, tokenizer=None
     ) -> Tuple[Tensor, List[Tensor]]:
         with torch.no_grad():
-            outputs = self.generate(
-                images=images_clip,
-                input_ids=input_ids,
-                max_new_tokens=max_new_tokens,
-                num_beams=1,
-                output_hidden_states=True,
-                return_dict_in_generate=True,
-            )
-            output_hidden_states = outputs.hidden_states[-1]
-            output_ids = outputs.sequences
+            output_ids, output_hidden_states = self._generate(images_clip, input_ids, max_new_tokens)
             seg_token_mask = self._token_mask(output_ids, self.seg_token_idx, right=False)
             last_hidden_state = self.model.text_hidden_fcs[0](output_hidden_states)
             pred_embeddings = self._split(last_hidden_state[seg_token_mask], seg_token_mask.int().sum(-1))
@@ -191,11 +180,6 @@ class TinySESAME(SegMixin, TinyLlavaForCausalLM):
 
     hidden_states_in_train_mode = "last"
 
-    def __init__(self, config: LlamaConfig, sam: Sam, seg_token_idx: int = SEG):
-        super().__init__(config)
-        self.seg_token_idx = seg_token_idx
-        self._init_seg(config, sam)
-
     def generate_pred_masks(self, pred_embeddings, image_embeddings, sam_mask_shape_list, points_list=None) -> List[Tensor]:
         pred_masks = []
         for i in range(len(pred_embeddings)):
@@ -242,17 +226,7 @@ class TinySESAME(SegMixin, TinyLlavaForCausalLM):
 
     def evaluate(self, images_clip, images, input_ids, sam_mask_shape_list, max_new_tokens=32) -> Tuple[Tensor, List[Tensor], List[bool]]:
         with torch.inference_mode():
-            outputs = self.generate(
-                images=images_clip,
-                input_ids=input_ids,
-                max_new_tokens=max_new_tokens,
-                num_beams=1,
-                output_hidden_states=True,
-                return_dict_in_generate=True,
-                do_sample=False,
-            )
-            output_hidden_states = outputs.hidden_states[-1]
-            output_ids = outputs.sequences
+            output_ids, output_hidden_states = self._generate(images_clip, input_ids, max_new_tokens, do_sample=False)
             seg_token_mask = self._token_mask(output_ids, self.seg_token_idx, right=False)
             pred_embeddings = self.model.text_hidden_fcs[0](output_hidden_states)[seg_token_mask]
             per_row: List[Optional[Tensor]] = list(self._split(pred_embeddings, seg_token_mask.int().sum(-1)))
@@ -303,7 +277,11 @@ def build_tiny(
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; expected one of {sorted(FAMILIES)}")
     torch.manual_seed(seed)
-    sam = sam if sam is not None else tiny_sam()
+    return _build_tiny(FAMILIES[family], sam if sam is not None else tiny_sam(), hidden, layers, clip_image, clip_patch)
+
+
+def _build_tiny(cls: type, sam: nn.Module, hidden: int, layers: int, clip_image: int, clip_patch: int) -> nn.Module:
+    """A tiny random ``cls`` (a family's double) around ``sam``, in eval mode; the caller seeds."""
     config = LlamaConfig(
         vocab_size=VOCAB,
         hidden_size=hidden,
@@ -323,7 +301,7 @@ def build_tiny(
     )
     config.out_dim = sam.prompt_encoder.embed_dim
     config.use_cache = False
-    model = FAMILIES[family](config, sam)
+    model = cls(config, sam)
     _install_capturing_hooks(model.get_model())
     model.generation_config.use_cache = False
     model.generation_config.pad_token_id = PAD

@@ -202,9 +202,15 @@ class TinyLlavaForCausalLM(LlamaForCausalLM):
 
 
 class SegMixin:
-    """The SAM + projection part every family adds to LLaVA (``LisaMetaModel``)."""
+    """The SAM + projection part every family adds to LLaVA (``LisaMetaModel``); mixed in
+    before ``TinyLlavaForCausalLM``."""
 
     ce_loss_weight, dice_loss_weight, bce_loss_weight = 1.0, 0.5, 2.0
+
+    def __init__(self, config: LlamaConfig, sam: Sam, seg_token_idx: int = SEG):
+        super().__init__(config)  # type: ignore[call-arg]
+        self.seg_token_idx = seg_token_idx
+        self._init_seg(config, sam)
 
     def _init_seg(self, config: LlamaConfig, sam: Sam) -> None:
         inner = self.get_model()
@@ -249,6 +255,20 @@ class SegMixin:
         if right:
             parts.append(torch.zeros(mask.shape[0], 1, dtype=torch.bool, device=ids.device))
         return torch.cat(parts, 1)
+
+    def _generate(self, images_clip: Tensor, input_ids: Tensor, max_new_tokens: int, **options: Any) -> Tuple[Tensor, Any]:
+        """``generate`` as the families' ``evaluate`` calls it (greedy, hidden states returned):
+        the sequences and ``hidden_states[-1]``."""
+        outputs = self.generate(
+            images=images_clip,
+            input_ids=input_ids,
+            max_new_tokens=max_new_tokens,
+            num_beams=1,
+            output_hidden_states=True,
+            return_dict_in_generate=True,
+            **options,
+        )
+        return outputs.sequences, outputs.hidden_states[-1]
 
     def _llm_one_image(self, images_clip: Tensor, input_ids: Tensor, attention_masks: Tensor) -> CausalLMOutputWithPast:
         """Inference through ``model_forward``: one image, every row a conversation about it."""

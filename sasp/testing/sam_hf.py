@@ -24,11 +24,10 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import LlamaConfig, SamConfig, SamModel
+from transformers import SamConfig, SamModel
 from transformers.models.sam.modeling_sam import SamPromptEncoder
 
-from .families import TinyLISA, _install_capturing_hooks
-from .llava import BOS, EOS, PAD, SEG, VOCAB
+from .families import TinyLISA, _build_tiny
 
 __all__ = ["TextSamPromptEncoder", "TinyLISASam", "build_tiny_lisa_sam", "tiny_hf_sam", "tiny_sam2_config", "tiny_sam_config"]
 
@@ -141,21 +140,4 @@ def build_tiny_lisa_sam(seed: int = 0, hidden: int = 32, layers: int = 2, clip_i
     """A tiny random ``TinyLISASam`` in eval mode (the sizes of ``sasp.testing.build_tiny``:
     N_p = 64 CLIP patches, a 64 px SAM with prompt width 16)."""
     torch.manual_seed(seed)
-    sam = tiny_hf_sam()
-    config = LlamaConfig(
-        vocab_size=VOCAB, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-        pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS, tie_word_embeddings=False,
-    )
-    config.tiny_vision = dict(
-        hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-        image_size=clip_image, patch_size=clip_patch, projection_dim=16,
-    )
-    config.out_dim = sam.prompt_encoder.embed_dim
-    config.use_cache = False
-    model = TinyLISASam(config, sam, seg_token_idx=SEG)
-    _install_capturing_hooks(model.get_model())
-    model.generation_config.use_cache = False
-    model.generation_config.pad_token_id = PAD
-    model.generation_config.eos_token_id = EOS
-    return model.eval()
+    return _build_tiny(TinyLISASam, tiny_hf_sam(), hidden, layers, clip_image, clip_patch)
