@@ -46,5 +46,9 @@ def check_sim(sim: Tensor, check_finite: bool = True) -> None:
     if not sim.is_floating_point():
         raise ValueError(f"similarity must be floating point, got {sim.dtype}")
     if check_finite and sim.numel() and not bool(torch.isfinite(sim).all()):
-        row = int((~torch.isfinite(sim).all(-1)).nonzero()[0])
-        raise ValueError(f"similarity of <SEG> row {row} contains NaN or Inf")
+        raise nonfinite_row(int((~torch.isfinite(sim).all(-1)).nonzero()[0]))
+
+
+def nonfinite_row(row: int) -> ValueError:
+    """The error for a similarity row holding NaN or Inf (``cfg.check_finite``)."""
+    return ValueError(f"similarity of <SEG> row {row} contains NaN or Inf")

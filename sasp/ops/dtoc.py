@@ -39,7 +39,7 @@ from torch import Tensor
 
 from ..config import SasPConfig
 from ..geometry import ImageSizes, grid_shape, host_padding, host_sizes, image_sizes
-from ._common import check_sim, eager
+from ._common import check_sim, eager, nonfinite_row
 
 
 class HostSim(NamedTuple):
@@ -220,8 +220,7 @@ def host_sim(sim: Tensor, check_finite: bool) -> HostSim:
     x = x.numpy()
     lo, hi = x.min(1, keepdims=True), x.max(1, keepdims=True)  # a NaN propagates, an Inf is an extreme
     if check_finite and x.size and not math.isfinite(float(lo.min()) + float(hi.max())):
-        row = int((~np.isfinite(x).all(1)).argmax())
-        raise ValueError(f"similarity of <SEG> row {row} contains NaN or Inf")
+        raise nonfinite_row(int((~np.isfinite(x).all(1)).argmax()))
     return HostSim(x, lo, hi)
 
 

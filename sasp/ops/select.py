@@ -78,11 +78,8 @@ def select_points(
 ) -> SelectOutput:
     """Select SasP's discrete point prompts.
 
-    Args:
-        sim (Tensor): [M, N_p] similarity of each <SEG> with its image's patch tokens.
-        image_hw (Tensor | list): [M, 2] original image size (H, W) of each row.
-        cfg (SasPConfig): settings; READ-7B's by default.
-        grid_hw (tuple): (rows, cols) of the token grid; default sqrt(N_p) x sqrt(N_p).
+    Args: those of ``similarity_as_points``: ``sim`` [M, N_p], ``image_hw`` [M, 2] (H, W) per
+    row, ``cfg`` (READ-7B's by default) and ``grid_hw`` (default sqrt(N_p) x sqrt(N_p)).
 
     Returns:
         SelectOutput: ``points`` [M, K, 2] int64 pixel coordinates (x, y), inside the image,

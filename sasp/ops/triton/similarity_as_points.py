@@ -32,8 +32,9 @@ from torch.autograd.function import once_differentiable
 
 from ...config import SasPConfig
 from ...geometry import ImageSizes, grid_padding, grid_shape, image_sizes
-from .._common import check_sim
+from .._common import check_sim, nonfinite_row
 from ..dtoc import crop_shape
+from ..select import selection_shape
 from ..similarity_as_points import SasPOutput
 from . import kernel_limits
 from .similarity_as_points_kernels import (
@@ -308,31 +309,21 @@ def similarity_as_points_triton(
     cfg: Optional[SasPConfig] = None,
     grid_hw: Optional[Tuple[int, int]] = None,
 ) -> SasPOutput:
-    """SasP end to end with the fused kernels; the contract of ``sasp.ops.similarity_as_points``.
+    """SasP end to end with the fused kernels: the arguments, results and contract of
+    ``sasp.ops.similarity_as_points`` (sim [M, N_p], image_hw [M, 2] -> refined [M, K, 2],
+    labels [M, K], discrete [M, K, 2]).
 
-    Args:
-        sim (Tensor): [M, N_p] similarity of each <SEG> with its image's patch tokens (CUDA, or
-            CPU under TRITON_INTERPRET=1); float16, bfloat16, float32 or float64 (computed in
-            float32, like the torch path; the gradient comes back in sim's dtype).
-        image_hw (Tensor | list): [M, 2] original image size (H, W) of each row.
-        cfg (SasPConfig): settings; READ-7B's by default.
-        grid_hw (tuple): (rows, cols) of the token grid; default sqrt(N_p) x sqrt(N_p).
-
-    Returns:
-        SasPOutput: ``refined`` [M, K, 2] float32 refined points (x, y), differentiable in
-        ``sim``; ``labels`` [M, K] int64 in {1, 0, -1}; ``discrete`` [M, K, 2] int64 discrete
-        points (x, y). Unpacks as ``refined, labels, discrete``.
-
-    With ``cfg.check_finite`` a row holding NaN or Inf raises a ValueError naming it (the
-    kernel counts them; one host synchronisation); without it the call never synchronises.
+    ``sim`` is a CUDA tensor (or a CPU one under TRITON_INTERPRET=1) of float16, bfloat16,
+    float32 or float64; the kernels compute in float32, like the torch path, ``refined`` is
+    float32 and the gradient comes back in sim's dtype. With ``cfg.check_finite`` a row holding
+    NaN or Inf raises a ValueError naming it (the kernel counts them; one host
+    synchronisation); without it the call never synchronises.
     """
     cfg = cfg or SasPConfig()
     check_sim(sim, check_finite=False)
     m = sim.shape[0]
     rows, cols = grid_shape(sim.shape[-1], grid_hw)
-    dh, dw = rows // cfg.down_sample, cols // cfg.down_sample
-    if dh < 1 or dw < 1:
-        raise ValueError(f"down_sample={cfg.down_sample} leaves no cell of the {rows}x{cols} token grid")
+    dh, dw = selection_shape((rows, cols), cfg.down_sample)
     reason = kernel_limits(sim, cfg, (rows, cols))
     if reason is not None:
         raise RuntimeError(f"the fused similarity_as_points kernel cannot run: {reason}")
@@ -348,6 +339,5 @@ def similarity_as_points_triton(
     else:
         refined, labels, discrete, bad = SimilarityAsPointsFunction.apply(*args)
     if cfg.check_finite and m and bool(bad.any()):
-        row = int(bad.nonzero()[0])
-        raise ValueError(f"similarity of <SEG> row {row} contains NaN or Inf")
+        raise nonfinite_row(int(bad.nonzero()[0]))
     return SasPOutput(refined, labels, discrete)
