@@ -10,8 +10,9 @@ and goes on.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -87,3 +88,42 @@ class Reader(Sequence[Sample]):
         """What identifies this reader's samples (name, root, split, count): an evaluation
         refuses to resume into an output folder written for another fingerprint."""
         return {"name": self.name, "count": len(self)}
+
+
+class IndexedReader(Reader):
+    """A reader whose samples are listed when it is built (the file-based readers).
+
+    Subclasses fill ``_items``, one record per sample with the attributes ``id``, ``image``,
+    ``query``, ``has_target``, ``answer`` and ``meta`` of its ``Sample`` (a NamedTuple of
+    their own, which may carry more), and define ``_target(index)``, the mask of sample
+    ``index``, read when the sample's ``target()`` is called. ``fingerprint_fields`` names the
+    attributes the fingerprint holds besides the name and the count.
+    """
+
+    _items: List[Any]
+    fingerprint_fields: Tuple[str, ...] = ()
+
+    def _target(self, index: int) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
+        if not -len(self._items) <= index < len(self._items):
+            raise IndexError(f"index {index} out of range for {len(self._items)} samples")
+        index %= len(self._items)
+        item = self._items[index]
+        return Sample(
+            id=item.id,
+            image=item.image,
+            query=item.query,
+            target=functools.partial(self._target, index),
+            has_target=item.has_target,
+            answer=item.answer,
+            meta=dict(item.meta),
+        )
+
+    def fingerprint(self) -> Dict[str, Any]:
+        fields = {name: getattr(self, name) for name in self.fingerprint_fields}
+        return {"name": self.name, **fields, "count": len(self)}

@@ -26,15 +26,14 @@ image OpenCV decodes).
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
 from ._polygon import MAX_COORD, polygon_patch
-from .base import IGNORE, DatasetError, Reader, Sample, SampleError
+from .base import IGNORE, DatasetError, IndexedReader, SampleError
 from .refer import ANSWER, PathLike
 
 
@@ -105,7 +104,17 @@ def reasonseg_mask(shapes: Sequence[Any], height: int, width: int, where: str = 
     return mask
 
 
-class ReasonSegReader(Reader):
+class _Item(NamedTuple):
+    id: str
+    image: str
+    query: str
+    meta: Dict[str, Any]
+    shapes: Any  # the JSON's "shapes", checked when the mask is drawn
+    has_target: bool = True
+    answer: str = ANSWER
+
+
+class ReasonSegReader(IndexedReader):
     """ReasonSeg: one ``Sample`` per image (or per (image, text) with ``all_queries``).
 
     Args:
@@ -122,6 +131,7 @@ class ReasonSegReader(Reader):
     """
 
     name = "reasonseg"
+    fingerprint_fields = ("root", "dataset", "split", "all_queries")
 
     def __init__(self, root: PathLike, split: str = "val", all_queries: bool = False) -> None:
         self.root = os.path.abspath(os.fspath(root))
@@ -132,7 +142,7 @@ class ReasonSegReader(Reader):
         names = sorted(n for n in os.listdir(folder) if n.endswith(".jpg"))
         if not names:
             raise DatasetError(f"no *.jpg images in {folder}")
-        self._items: List[Tuple[str, str, str, Dict[str, Any], Any]] = []
+        self._items: List[_Item] = []
         for name in names:
             stem = name[: -len(".jpg")]
             json_path = os.path.join(folder, stem + ".json")
@@ -157,37 +167,10 @@ class ReasonSegReader(Reader):
                     "num_queries": len(texts),
                     "json": json_path,
                 }
-                self._items.append((sample_id, os.path.join(folder, name), texts[q].strip(), meta, shapes))
+                self._items.append(_Item(sample_id, os.path.join(folder, name), texts[q].strip(), meta, shapes))
 
     def _target(self, index: int) -> np.ndarray:
-        sample_id, path, _, meta, shapes = self._items[index]
-        h, w = image_size(path)
-        return reasonseg_mask(shapes, h, w, f"{sample_id} ({meta['json']})")
+        item = self._items[index]
+        h, w = image_size(item.image)
+        return reasonseg_mask(item.shapes, h, w, f"{item.id} ({item.meta['json']})")
 
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
-        if not -len(self._items) <= index < len(self._items):
-            raise IndexError(f"index {index} out of range for {len(self._items)} samples")
-        index %= len(self._items)
-        sample_id, path, query, meta, _ = self._items[index]
-        return Sample(
-            id=sample_id,
-            image=path,
-            query=query,
-            target=functools.partial(self._target, index),
-            has_target=True,
-            answer=ANSWER,
-            meta=dict(meta),
-        )
-
-    def fingerprint(self) -> Dict[str, Any]:
-        return {
-            "name": self.name,
-            "root": self.root,
-            "dataset": self.dataset,
-            "split": self.split,
-            "all_queries": self.all_queries,
-            "count": len(self),
-        }

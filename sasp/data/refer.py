@@ -20,14 +20,13 @@ val, test; ``split_by="google"`` reads refcocog's ``refs(google).p``.
 """
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
 from ._coco import decode_segmentation, image_folder, load_json, load_pickle
-from .base import DatasetError, Reader, Sample, SampleError
+from .base import DatasetError, IndexedReader, SampleError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -49,7 +48,7 @@ class _Item(NamedTuple):
     problem: Optional[str]  # set: target() raises SampleError with it
 
 
-class RefCOCOReader(Reader):
+class RefCOCOReader(IndexedReader):
     """RefCOCO / RefCOCO+ / RefCOCOg: one ``Sample`` per (ref, sentence) of a split.
 
     Args:
@@ -69,6 +68,7 @@ class RefCOCOReader(Reader):
     """
 
     name = "refcoco"
+    fingerprint_fields = ("root", "dataset", "split", "split_by")
     DATASETS: Dict[str, str] = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd"}
 
     def __init__(
@@ -188,33 +188,6 @@ class RefCOCOReader(Reader):
             out |= decode_segmentation(ann.get("segmentation"), h, w, f"{sample_id}: annotation {ann_id}")
         return out
 
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
-        if not -len(self._items) <= index < len(self._items):
-            raise IndexError(f"index {index} out of range for {len(self._items)} samples")
-        index %= len(self._items)
-        item = self._items[index]
-        return Sample(
-            id=item.id,
-            image=item.image,
-            query=item.query,
-            target=functools.partial(self._target, index),
-            has_target=item.has_target,
-            answer=item.answer,
-            meta=dict(item.meta),
-        )
-
-    def fingerprint(self) -> Dict[str, Any]:
-        return {
-            "name": self.name,
-            "root": self.root,
-            "dataset": self.dataset,
-            "split": self.split,
-            "split_by": self.split_by,
-            "count": len(self),
-        }
 
 
 def _read_instances(path: str, refs: List[Dict[str, Any]]) -> Tuple[Dict[Any, Dict[str, Any]], Dict[int, Dict[str, Any]]]:
