@@ -5,8 +5,8 @@
     torchrun --nproc-per-node 8 -m sasp compare ...        # one process per GPU
     sasp compare --data toy --arms toy --out /tmp/toy      # offline smoke test, no model
 
-Data kinds and arm builders are registries: ``register_data_kind`` and
-``register_arm_builder`` add entries (a callable or a lazy "module:attribute" string) without
+Data kinds (``sasp.data.readers.DATA_KINDS``, shared with ``sasp train``) and arm builders
+are registries: ``register_data_kind`` and ``register_arm_builder`` add entries (a callable or a lazy "module:attribute" string) without
 touching the parser. A builder takes the parsed arguments and returns (baseline, candidate);
 the options every builder may read are --model/--model-arg, --baseline/--candidate,
 --preset-baseline/--preset-candidate, --arm-arg and --device.
@@ -17,30 +17,17 @@ Exit codes: 0 done, 1 no sample could be evaluated, 2 bad input (one line on std
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
+from ..data import readers
 from ..data.base import DatasetError, Reader
+from ..data.readers import ReaderFactory, parse_option
 from .arms import Arm, ArmError, arms_from_factory, load_entry_point
 from .rows import RunError
 
-ReaderFactory = Callable[..., Reader]
 ArmBuilder = Callable[[argparse.Namespace], Tuple[Arm, Arm]]
-
-DATA_KINDS: Dict[str, Union[str, ReaderFactory]] = {
-    "reasonseg": "sasp.data.reasonseg:ReasonSegReader",
-    "refcoco": "sasp.data.readers:refcoco",
-    "refcoco+": "sasp.data.readers:refcoco_plus",
-    "refcocog": "sasp.data.readers:refcocog",
-    "grefcoco": "sasp.data.grefcoco:GRefCOCOReader",
-    "fprefcoco": "sasp.data.readers:fprefcoco",
-    "fprefcoco+": "sasp.data.readers:fprefcoco_plus",
-    "fprefcocog": "sasp.data.readers:fprefcocog",
-    "synthetic": "sasp.data.readers:synthetic",
-}
-"""name -> ``factory(root, split=..., **data_args) -> Reader`` or its "module:attribute"."""
 
 DATA_PROTOCOLS: Dict[str, str] = {"grefcoco": "gsva"}
 """Metric protocol per data kind when --protocol is not given (default "lisa")."""
@@ -56,8 +43,9 @@ class CommandError(ValueError):
 
 
 def register_data_kind(name: str, factory: Union[str, ReaderFactory], protocol: Optional[str] = None) -> None:
-    """Make ``--data name`` build readers with ``factory(root, split=..., **data_args)``."""
-    DATA_KINDS[name] = factory
+    """Make ``--data name`` build readers with ``factory(root, split=..., **data_args)`` (in
+    ``sasp train`` too), scored with the metric ``protocol`` ("lisa" when None)."""
+    readers.register_data_kind(name, factory)
     if protocol is not None:
         DATA_PROTOCOLS[name] = protocol
 
@@ -109,22 +97,12 @@ def _factory_arms(args: argparse.Namespace) -> Tuple[Arm, Arm]:
     return arms_from_factory(args.model, kwargs, names=(label, f"{label}+sasp"), device=device)
 
 
-DATA_KINDS["toy"] = _toy_reader
+readers.register_data_kind("toy", _toy_reader)
 ARM_BUILDERS["factory"] = _factory_arms
 ARM_BUILDERS["toy"] = _toy_arms
 
 
 # --------------------------------------------------------------------------- argparse
-
-
-def _key_value(text: str) -> Tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value
 
 
 HELP = """\
@@ -147,24 +125,25 @@ examples:
 def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the options of ``sasp compare`` to ``p``."""
     data = p.add_argument_group("data")
-    data.add_argument("--data", required=True, metavar="KIND", help=f"dataset kind: {', '.join(sorted(DATA_KINDS))}")
+    data.add_argument("--data", required=True, metavar="KIND",
+                      help=f"dataset kind: {', '.join(sorted(readers.DATA_KINDS))} or module:factory")
     data.add_argument("--root", metavar="PATH", help="dataset root folder")
     data.add_argument("--split", help="split (val, test, testA ...; the reader's default when omitted)")
     data.add_argument("--limit", type=int, metavar="N", help="only the first N samples")
-    data.add_argument("--data-arg", dest="data_args", action="append", type=_key_value, default=[],
+    data.add_argument("--data-arg", dest="data_args", action="append", type=parse_option, default=[],
                       metavar="KEY=VALUE", help="extra reader argument (repeatable; VALUE parsed as JSON when it can be)")
     arms = p.add_argument_group("arms")
     arms.add_argument("--arms", metavar="NAME", help=f"arm builder: {', '.join(sorted(ARM_BUILDERS))} "
                       "(default: factory with --model, seg_llava with --baseline/--candidate)")
     arms.add_argument("--model", metavar="MODULE:FACTORY", help="factory(device=..., **model_args) -> "
                       "(model, predict); the baseline runs predict inside sasp.disabled(model)")
-    arms.add_argument("--model-arg", dest="model_args", action="append", type=_key_value, default=[],
+    arms.add_argument("--model-arg", dest="model_args", action="append", type=parse_option, default=[],
                       metavar="KEY=VALUE", help="keyword argument of the factory (repeatable)")
     arms.add_argument("--baseline", metavar="PATH", help="baseline checkpoint (builders that load two models)")
     arms.add_argument("--candidate", metavar="PATH", help="candidate checkpoint")
     arms.add_argument("--preset-baseline", metavar="NAME", help="SasP preset of the baseline (off, read-7b, read-13b)")
     arms.add_argument("--preset-candidate", metavar="NAME", help="SasP preset of the candidate")
-    arms.add_argument("--arm-arg", dest="arm_args", action="append", type=_key_value, default=[],
+    arms.add_argument("--arm-arg", dest="arm_args", action="append", type=parse_option, default=[],
                       metavar="KEY=VALUE", help="extra argument for the arm builder (repeatable)")
     arms.add_argument("--device", help="device for the models (default: cuda:LOCAL_RANK when available, else cpu)")
     run_ = p.add_argument_group("run")
@@ -211,16 +190,11 @@ def _init_distributed() -> Tuple[bool, int]:
 
 
 def build_reader(args: argparse.Namespace) -> Reader:
-    factory = _resolve(DATA_KINDS, args.data, "data kind")
+    factory = readers.reader_factory(args.data)
     if args.root is None and args.data not in ("toy", "synthetic"):
         raise CommandError(f"--data {args.data} needs --root (the dataset folder)")
-    if args.root is not None and not os.path.isdir(args.root):
-        raise CommandError(f"dataset root not found: {args.root}")
-    kwargs = dict(args.data_args)
-    if args.split is not None:
-        kwargs["split"] = args.split
     try:
-        reader = factory(args.root, **kwargs)
+        reader = readers.open_reader(factory, args.root, args.split, args.data_args)
     except TypeError as err:
         raise CommandError(f"--data {args.data}: {err} (check --split / --data-arg)") from None
     if args.limit is not None:
@@ -287,13 +261,3 @@ def run(args: argparse.Namespace) -> int:
             print("sasp compare: no sample could be evaluated; see the errors in samples.jsonl", file=sys.stderr)
         return 1
     return 0
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m sasp.evaluate [compare] ...``"""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["compare"]:
-        argv = argv[1:]
-    parser = configure_parser(argparse.ArgumentParser(
-        prog="sasp compare", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter))
-    return run(parser.parse_args(argv))

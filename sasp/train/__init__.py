@@ -4,7 +4,8 @@ Pieces (each usable alone): ``SegCollator`` (Samples -> LISA's training batch), 
 (LISA's loss, ce / bce / dice logged, ``sasp_run.json`` in every checkpoint),
 ``build_model`` / ``set_arm`` / ``configure_trainable`` / ``apply_lora`` (what trains, which
 arm), ``evaluate_giou`` / ``GIoUCallback`` (LISA's teacher-forced validation) and the command
-(``sasp train``, ``python -m sasp.train``; ``torchrun`` / ``accelerate launch`` run the same).
+(``sasp train``, ``python -m sasp train``; ``torchrun`` / ``accelerate launch -m sasp train`` run
+the same).
 
 Recipe: a real LISA checkpoint on ReasonSeg, baseline vs SasP
 ==============================================================
@@ -42,8 +43,8 @@ Recipe: a real LISA checkpoint on ReasonSeg, baseline vs SasP
          --warmup-steps 100 --batch-size 2 --grad-accum 10 --max-steps 500 --save-steps 100
          --bf16 --deepspeed ds_zero2.json --seed 0 --workers 4
          --val-data reasonseg --val-split val --eval-steps 100"
-       torchrun --nproc-per-node 8 -m sasp.train $COMMON --arm baseline --out runs/rs-base
-       torchrun --nproc-per-node 8 -m sasp.train $COMMON --arm sasp --sasp-preset read-7b \\
+       torchrun --nproc-per-node 8 -m sasp train $COMMON --arm baseline --out runs/rs-base
+       torchrun --nproc-per-node 8 -m sasp train $COMMON --arm sasp --sasp-preset read-7b \\
            --out runs/rs-sasp
 
    (``--sasp-preset read-13b`` for a 13B model; ``--num-points``, ``--t-pos``, ``--t-neg``,

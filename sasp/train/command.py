@@ -1,8 +1,8 @@
 """``sasp train``: the command line of ``sasp.train``.
 
     sasp train --model tiny --data synthetic --data-arg size=2000 --out runs/tiny --max-steps 200 --cpu
-    torchrun --nproc-per-node 8 -m sasp.train --model ./llava-1.5-7b-hf ...     # one process per GPU
-    accelerate launch -m sasp.train ... --deepspeed ds_zero2.json
+    torchrun --nproc-per-node 8 -m sasp train --model ./llava-1.5-7b-hf ...     # one process per GPU
+    accelerate launch -m sasp train ... --deepspeed ds_zero2.json
 
 Exit codes: 0 done, 2 bad input (one line on stderr), 130 interrupted (run the same command
 with ``--resume auto`` to continue from the last checkpoint).
@@ -13,10 +13,11 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional
 
+from sasp.data import readers  # the registry of data kinds, shared with sasp compare
 from sasp.data.base import DatasetError, Reader, SampleError
-from sasp.evaluate.command import DATA_KINDS  # one registry of data kinds for compare and train
+from sasp.data.readers import parse_option
 
 HELP = """\
 Fine-tune a SegLlava <SEG> model with LISA's losses (CE + 2 BCE + 0.5 Dice), in the baseline
@@ -36,7 +37,7 @@ examples:
       --max-steps 900 --lr 1e-3 --warmup-steps 30 --val-data synthetic --eval-steps 100
   sasp train ...same... --out runs/tiny-sasp --arm sasp --sasp-preset read-7b
   sasp train ...same... --out runs/tiny-mask --arm sasp --spatial-prompt points+mask
-  torchrun --nproc-per-node 8 -m sasp.train --model ./seg-llava-7b --data reasonseg \\
+  torchrun --nproc-per-node 8 -m sasp train --model ./seg-llava-7b --data reasonseg \\
       --root ./dataset/reason_seg/ReasonSeg --out runs/lisa7b-sasp --arm sasp --lora-r 8 --bf16 \\
       --batch-size 2 --grad-accum 10 --max-steps 5000 --lr 3e-4 --warmup-steps 100
 """
@@ -49,39 +50,10 @@ class CommandError(ValueError):
     """Bad input to ``sasp train``: printed as one line, exit code 2."""
 
 
-def _key_value(text: str) -> Tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value
-
-
-def _load(spec: str) -> Any:
-    import importlib
-
-    module, sep, attr = spec.partition(":")
-    if not sep:
-        raise CommandError(f"{spec!r} is neither a known data kind nor module:attribute")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as err:
-        raise CommandError(f"cannot load {spec}: {err}") from None
-
-
 def build_reader(kind: str, root: Optional[str], split: Optional[str], data_args: Dict[str, Any], limit: Optional[int] = None) -> Reader:
     """A reader from ``--data`` / ``--root`` / ``--split`` / ``--data-arg`` / ``--limit``."""
-    entry = DATA_KINDS.get(kind, kind)
-    factory = _load(entry) if isinstance(entry, str) else entry
-    if root is not None and not os.path.isdir(root):
-        raise CommandError(f"dataset root not found: {root}")
-    kwargs = dict(data_args)
-    if split is not None:
-        kwargs["split"] = split
     try:
-        reader = factory(root, **kwargs)
+        reader = readers.open_reader(kind, root, split, data_args)
     except TypeError as err:
         raise CommandError(f"--data {kind}: {err} (check --root / --split / --data-arg)") from None
     if limit is not None:
@@ -120,14 +92,14 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     a.add_argument("--sam-prompt", choices=["both", "points"], default="both",
                    help="SasP: SAM gets its SasP prompts and the [SEG] embedding (both, READ) or the SasP prompts only")
     d = p.add_argument_group("data")
-    d.add_argument("--data", required=True, metavar="KIND", help=f"{', '.join(sorted(DATA_KINDS))} or module:factory")
+    d.add_argument("--data", required=True, metavar="KIND", help=f"{', '.join(sorted(readers.DATA_KINDS))} or module:factory")
     d.add_argument("--root", metavar="PATH", help="dataset root folder")
     d.add_argument("--split", default="train", help="training split (default train)")
     d.add_argument("--limit", type=int, metavar="N", help="only the first N samples")
-    d.add_argument("--data-arg", dest="data_args", action="append", type=_key_value, default=[], metavar="KEY=VALUE")
+    d.add_argument("--data-arg", dest="data_args", action="append", type=parse_option, default=[], metavar="KEY=VALUE")
     d.add_argument("--val-data", metavar="KIND", help="validation reader (teacher-forced gIoU every --eval-steps)")
     d.add_argument("--val-split", default="val")
-    d.add_argument("--val-data-arg", dest="val_data_args", action="append", type=_key_value, default=[], metavar="KEY=VALUE")
+    d.add_argument("--val-data-arg", dest="val_data_args", action="append", type=parse_option, default=[], metavar="KEY=VALUE")
     d.add_argument("--val-limit", type=int, metavar="N")
     d.add_argument("--eval-steps", type=int, default=0, metavar="N", help="validate every N steps (0: never)")
     t = p.add_argument_group("training")
@@ -281,13 +253,3 @@ def _run(args: argparse.Namespace) -> int:
         with open(os.path.join(folder, RUN_CONFIG_NAME), "w") as f:
             json.dump(trainer.run_record(), f, indent=2, sort_keys=True, default=jsonable)
     return 0
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m sasp.train [train] ...``"""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["train"]:
-        argv = argv[1:]
-    parser = configure_parser(argparse.ArgumentParser(
-        prog="sasp train", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter))
-    return run(parser.parse_args(argv))

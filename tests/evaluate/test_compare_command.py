@@ -8,6 +8,8 @@ import types
 import numpy as np
 import pytest
 
+from sasp import cli
+from sasp.data import readers
 from sasp.data.base import DatasetError
 from sasp.evaluate import Arm, Prediction, command
 from sasp.evaluate.testing import ThresholdPredictor, ToyReader
@@ -15,10 +17,15 @@ from sasp.evaluate.testing import ThresholdPredictor, ToyReader
 QUIET = ["--quiet", "--no-plot", "--resamples", "100"]
 
 
+def compare(argv):
+    """``sasp compare ARGV``: the exit code."""
+    return cli.main(["compare", *argv])
+
+
 @pytest.fixture
 def registries(monkeypatch):
     """Registries restored after the test."""
-    monkeypatch.setattr(command, "DATA_KINDS", dict(command.DATA_KINDS))
+    monkeypatch.setattr(readers, "DATA_KINDS", dict(readers.DATA_KINDS))
     monkeypatch.setattr(command, "DATA_PROTOCOLS", dict(command.DATA_PROTOCOLS))
     monkeypatch.setattr(command, "ARM_BUILDERS", dict(command.ARM_BUILDERS))
 
@@ -72,7 +79,7 @@ def test_add_parser_into_a_host_cli():
 
 
 def test_factory_entry_point_runs_baseline_inside_disabled(tmp_path, fake_model_module, capsys):
-    rc = command.main(["compare", "--data", "toy", "--data-arg", "n=5", "--model", "fake_seg_entry:make",
+    rc = compare(["--data", "toy", "--data-arg", "n=5", "--model", "fake_seg_entry:make",
                        "--model-arg", "checkpoint=ckpt", "--device", "cpu", "--batch-size", "2",
                        "--out", str(tmp_path), *QUIET])
     assert rc == 0
@@ -87,7 +94,7 @@ def test_factory_entry_point_runs_baseline_inside_disabled(tmp_path, fake_model_
     assert run["arms"]["baseline"]["describe"] == {"model": "fake_seg_entry:make", "sasp": False,
                                                    "kwargs": {"checkpoint": "ckpt"}}  # not the device
     # another checkpoint is another run
-    rc = command.main(["--data", "toy", "--data-arg", "n=5", "--model", "fake_seg_entry:make",
+    rc = compare(["--data", "toy", "--data-arg", "n=5", "--model", "fake_seg_entry:make",
                        "--model-arg", "checkpoint=other", "--device", "cpu", "--out", str(tmp_path), *QUIET])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "holds another run" in err and "kwargs.checkpoint" in err
@@ -107,26 +114,26 @@ def test_factory_entry_point_runs_baseline_inside_disabled(tmp_path, fake_model_
     (["--data", "toy", "--arms", "toy", "--data-arg", "colour=red"], "--data toy:"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, fake_model_module, capsys, argv, message):
-    assert command.main([*argv, "--out", str(tmp_path / "o"), *QUIET]) == 2
+    assert compare([*argv, "--out", str(tmp_path / "o"), *QUIET]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sasp compare: error: ") and err.count("\n") == 1 and message in err
 
 
 def test_registered_reader_missing_module_and_dataset_error(tmp_path, registries, capsys):
     command.register_data_kind("later", "sasp.data.not_written_yet:Reader")
-    assert command.main(["--data", "later", "--root", str(tmp_path), "--arms", "toy", "--out", str(tmp_path / "o")]) == 2
+    assert compare(["--data", "later", "--root", str(tmp_path), "--arms", "toy", "--out", str(tmp_path / "o")]) == 2
     assert "data kind 'later' is not available here: cannot import sasp.data.not_written_yet" in capsys.readouterr().err
 
     def broken_root(root, split="val"):
         raise DatasetError(f"{root}/refs.json: missing")
 
     command.register_data_kind("broken", broken_root)
-    assert command.main(["--data", "broken", "--root", str(tmp_path), "--arms", "toy", "--out", str(tmp_path / "o")]) == 2
+    assert compare(["--data", "broken", "--root", str(tmp_path), "--arms", "toy", "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err == f"sasp compare: error: {tmp_path}/refs.json: missing\n"
-    assert command.main(["--data", "broken", "--root", str(tmp_path / "nowhere"), "--arms", "toy",
+    assert compare(["--data", "broken", "--root", str(tmp_path / "nowhere"), "--arms", "toy",
                          "--out", str(tmp_path / "o")]) == 2
     assert "dataset root not found" in capsys.readouterr().err
-    assert command.main(["--data", "broken", "--arms", "toy", "--out", str(tmp_path / "o")]) == 2
+    assert compare(["--data", "broken", "--arms", "toy", "--out", str(tmp_path / "o")]) == 2
     assert "--data broken needs --root" in capsys.readouterr().err
 
 
@@ -144,7 +151,7 @@ def test_plugged_in_reader_and_arm_builder(tmp_path, registries):
 
     command.register_data_kind("mine", reader, protocol="gsva")
     command.register_arm_builder("seg_llava", builder)
-    rc = command.main(["--data", "mine", "--root", str(tmp_path), "--split", "testA", "--data-arg", "n=6",
+    rc = compare(["--data", "mine", "--root", str(tmp_path), "--split", "testA", "--data-arg", "n=6",
                        "--limit", "5", "--baseline", "a", "--candidate", "b", "--preset-candidate", "read-7b",
                        "--arm-arg", "dtype=bf16", "--out", str(tmp_path / "o"), *QUIET])
     assert rc == 0
@@ -156,13 +163,13 @@ def test_plugged_in_reader_and_arm_builder(tmp_path, registries):
 
 
 def test_nothing_evaluated_exits_1(tmp_path, capsys):
-    rc = command.main(["--data", "toy", "--data-arg", "n=2", "--data-arg", "missing=[0, 1]", "--arms", "toy",
+    rc = compare(["--data", "toy", "--data-arg", "n=2", "--data-arg", "missing=[0, 1]", "--arms", "toy",
                        "--out", str(tmp_path), *QUIET])
     assert rc == 1 and "no sample could be evaluated" in capsys.readouterr().err
 
 
 def test_masks_of_the_fake_factory_are_scored(tmp_path, fake_model_module):
-    assert command.main(["--data", "toy", "--data-arg", "n=3", "--model", "fake_seg_entry:make",
+    assert compare(["--data", "toy", "--data-arg", "n=3", "--model", "fake_seg_entry:make",
                          "--out", str(tmp_path), *QUIET]) == 0
     rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     image, target = ToyReader(3)._draw(0)

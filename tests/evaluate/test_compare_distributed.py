@@ -9,10 +9,10 @@ import socket
 import pytest
 import torch
 
-from sasp.evaluate.command import main
+from sasp.cli import main
 from sasp.evaluate.rows import rank_file
 
-ARGS = ["--data", "toy", "--data-arg", "n=21", "--data-arg", "no_target=[2, 11]", "--data-arg", "broken=[6]",
+ARGS = ["compare", "--data", "toy", "--data-arg", "n=21", "--data-arg", "no_target=[2, 11]", "--data-arg", "broken=[6]",
         "--arms", "toy", "--arm-arg", "fail=[15]", "--batch-size", "2", "--resamples", "300", "--no-plot", "--quiet"]
 
 

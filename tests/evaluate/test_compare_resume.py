@@ -4,16 +4,16 @@ import signal
 import subprocess
 import time
 
-from sasp.evaluate.command import main
+from sasp.cli import main
 from sasp.evaluate.rows import rank_file
 
-ARGS = ["--data", "toy", "--data-arg", "n=24", "--data-arg", "no_target=[4]", "--data-arg", "missing=[9]",
+ARGS = ["compare", "--data", "toy", "--data-arg", "n=24", "--data-arg", "no_target=[4]", "--data-arg", "missing=[9]",
         "--arms", "toy", "--arm-arg", "fail=[13]", "--resamples", "300", "--no-plot", "--quiet"]
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, python, subprocess_env, load_rows):
     out = tmp_path / "killed"
-    cmd = [python, "-m", "sasp.evaluate", "compare", *ARGS, "--out", str(out), "--arm-arg", "sleep=0.05"]
+    cmd = [python, "-m", "sasp", *ARGS, "--out", str(out), "--arm-arg", "sleep=0.05"]
     proc = subprocess.Popen(cmd, env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     rows = rank_file(out, 0)
     deadline = time.monotonic() + 120
