@@ -2,26 +2,15 @@
 checkpoint carries the setting (so ``sasp compare`` reloads it as trained)."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
 import pytest
-import torch
 
-from sasp.train.command import configure_parser, run
+from sasp.train.command import run
+from train_cases import parse_train_args
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _parse(argv):
-    return configure_parser(argparse.ArgumentParser()).parse_args(argv)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_mask_prompt_arm_trains_and_is_saved(tmp_path):
@@ -31,7 +20,7 @@ def test_mask_prompt_arm_trains_and_is_saved(tmp_path):
     argv = ["--model", "tiny", "--data", "train_cases:rects", "--data-arg", "n=2", "--out", out, "--max-steps", "1",
             "--workers", "0", "--cpu", "--arm", "sasp", "--spatial-prompt", "points+mask", "--mask-range", "-4", "4",
             "--batch-size", "2", "--logging-steps", "1"]
-    assert run(_parse(argv)) == 0
+    assert run(parse_train_args(argv)) == 0
     with open(os.path.join(out, "sasp_run.json")) as f:
         rec = json.load(f)
     assert rec["sasp"]["spatial_prompt"] == "points+mask" and rec["sasp"]["mask_range"] == [-4.0, 4.0]
@@ -43,5 +32,5 @@ def test_mask_prompt_arm_trains_and_is_saved(tmp_path):
 def test_spatial_prompt_needs_the_sasp_arm(tmp_path, capsys):
     argv = ["--model", "tiny", "--data", "train_cases:rects", "--out", str(tmp_path / "b"), "--max-steps", "1",
             "--cpu", "--spatial-prompt", "mask"]
-    assert run(_parse(argv)) == 2
+    assert run(parse_train_args(argv)) == 2
     assert "--arm sasp" in capsys.readouterr().err

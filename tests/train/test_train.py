@@ -12,19 +12,14 @@ import sys
 import pytest
 import torch
 
-from train_cases import flat_params
+from train_cases import flat_params, parse_train_args
 from train_worker import train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "train_worker.py")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _env() -> dict:
@@ -130,19 +125,16 @@ def test_two_process_gloo_step_equals_one_process_step(tmp_path):
 
 
 def test_checkpoint_holds_the_run_config_and_resumes_by_command(tmp_path):
-    import argparse
-
     from safetensors.torch import load_file
 
     from sasp.models.seg_llava import load_model
-    from sasp.train.command import configure_parser, run
+    from sasp.train.command import run
 
     out = str(tmp_path / "run")
     argv = ["--model", "tiny", "--data", "train_cases:rects", "--data-arg", "n=6", "--out", out, "--max-steps", "3",
             "--save-steps", "1", "--workers", "1", "--cpu", "--arm", "sasp", "--num-points", "12", "--seed", "5",
             "--lora-r", "2", "--logging-steps", "1"]
-    parse = lambda a: configure_parser(argparse.ArgumentParser()).parse_args(a)  # noqa: E731
-    assert run(parse(argv)) == 0
+    assert run(parse_train_args(argv)) == 0
     for folder, step in (("checkpoint-1", 1), ("checkpoint-3", 3), ("", 3), ("merged", 3)):
         with open(os.path.join(out, folder, "sasp_run.json")) as f:
             rec = json.load(f)
@@ -159,9 +151,9 @@ def test_checkpoint_holds_the_run_config_and_resumes_by_command(tmp_path):
     for name in ("checkpoint-2", "checkpoint-3"):
         shutil.rmtree(os.path.join(out, name))
     other = [a if a != "sasp" else "baseline" for a in argv if a not in ("--num-points", "12")]
-    assert run(parse(other + ["--resume", "auto"])) == 2  # another arm: refused
-    assert run(parse(argv)) == 2  # checkpoints there, no --resume: refused
-    assert run(parse(argv + ["--resume", "auto"])) == 0  # continues from checkpoint-1
+    assert run(parse_train_args(other + ["--resume", "auto"])) == 2  # another arm: refused
+    assert run(parse_train_args(argv)) == 2  # checkpoints there, no --resume: refused
+    assert run(parse_train_args(argv + ["--resume", "auto"])) == 0  # continues from checkpoint-1
     assert [r["step"] for r in _order(out)] == [0, 1, 2, 1, 2]
     resumed = load_file(os.path.join(out, "adapter_model.safetensors"))
     assert resumed.keys() == straight.keys()

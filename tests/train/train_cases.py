@@ -81,3 +81,12 @@ def flat_params(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
 def rects(root: Optional[str] = None, split: Optional[str] = None, n: int = 8, seed: int = 0) -> Rects:
     """``--data train_cases:rects`` factory (the command's ``factory(root, split=..., **kw)``)."""
     return Rects(n, seed)
+
+
+def parse_train_args(argv):
+    """``sasp train ARGV`` parsed, for ``sasp.train.command.run``."""
+    import argparse
+
+    from sasp.train.command import configure_parser
+
+    return configure_parser(argparse.ArgumentParser(prog="sasp train")).parse_args(argv)
