@@ -3,19 +3,22 @@
     python examples/quickstart.py                     # writes quickstart.png
     python examples/quickstart.py --out /tmp/q.png
 
-It builds a tiny LISA-architecture model (transformers' LLaVA + segment_anything's SAM) with
-SasP switched on in its config, segments a built-in picture and draws what SAM used: the
-[SEG] similarity heat-map, the point prompts and the mask. For your own checkpoint replace
-``build_tiny`` with ``sasp.models.seg_llava.load_model("path/to/checkpoint")``.
+It loads the tiny LISA-architecture model that ships with sasp (transformers' LLaVA +
+segment_anything's SAM, trained on sasp's synthetic shapes task with SasP on), asks it about a
+held-out synthetic scene, lets it generate its answer ("Sure, [SEG].") and draws what SAM used:
+the [SEG] similarity heat-map, the point prompts and the mask. For your own checkpoint replace
+``load_pretrained_tiny()`` with ``sasp.models.seg_llava.load_model("path/to/checkpoint")``.
 """
 from __future__ import annotations
 
 import argparse
 import time
 
-from sasp import READ_7B
-from sasp.demo import synthetic_image
-from sasp.models.seg_llava import build_tiny
+import numpy as np
+
+from sasp.demo import demo_sample
+from sasp.metrics import intersection_union
+from sasp.models.seg_llava import load_pretrained_tiny
 from sasp.viz import render
 
 
@@ -25,19 +28,27 @@ def main(argv=None) -> str:
     args = ap.parse_args(argv)
     start = time.perf_counter()
 
-    # 1. A model with SasP on (READ-7B's settings) and its processor.
-    model, processor = build_tiny(seed=0, sasp=READ_7B)
+    # 1. The trained model and its processor; SasP is on in its saved config.
+    model, processor = load_pretrained_tiny()
+    print(f"SasP: {model.config.sasp_config()}")
 
-    # 2. One image, one prompt. A trained model generates its answer ("Sure, [SEG]."); here the
-    #    answer is given (teacher forcing: max_new_tokens=0).
-    image = synthetic_image()
-    prompt = "Please segment the red circle."
-    batch = processor(images=[image], prompts=[prompt], answers=["Sure, [SEG]."])
-    out = model.segment(**batch, max_new_tokens=0)
-    print(f"[SEG] tokens per row: {out.seg_counts.tolist()}, object found: {out.has_object.tolist()}")
+    # 2. One image, one prompt (a held-out scene of the synthetic task). The model generates
+    #    its answer; a [SEG] in it asks SAM for a mask.
+    sample = demo_sample()
+    prompt = sample.instruction
+    batch = processor(images=[sample.image], prompts=[prompt])
+    out = model.segment(**batch, max_new_tokens=16)
+    answer = processor.decode(out.sequences, batch["input_ids"].shape[1])[0]
+    print(f"prompt: {prompt}\nanswer: {answer}")
+    if not bool(out.has_object[0]):
+        raise SystemExit("the model answered without [SEG]: nothing to draw")
 
-    # 3. The picture: the similarity SasP used, the points SAM got, and SAM's mask.
-    render(image, sim=out.similarity, points=out.points, labels=out.labels, mask=out.masks[0], out=args.out,
+    # 3. How good is the mask? IoU with the scene's target.
+    inter, union = intersection_union(out.masks[0].any(0).numpy().astype(np.uint8), sample.target())
+    print(f"IoU with the target: {float(inter[0]) / float(union[0]):.3f}")
+
+    # 4. The picture: the similarity SasP used, the points SAM got, and SAM's mask.
+    render(sample.image, sim=out.similarity, points=out.points, labels=out.labels, mask=out.masks[0], out=args.out,
            cfg=model.config.sasp_config(), grid_hw=model.grid_hw, titles=[prompt])
     labels = out.labels
     print(f"points: {int((labels == 1).sum())} positive, {int((labels == 0).sum())} negative, "

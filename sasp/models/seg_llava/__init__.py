@@ -25,6 +25,7 @@ _EXPORTS = {
     "seg_llava_predictor": "evaluation",
     "build_tiny_tokenizer": "tiny",
     "load_model": "loading",
+    "load_pretrained_tiny": "pretrained_tiny",
     "CheckpointError": "sam",
     "build_sam": "sam",
     "TINY_SAM_CONFIG": "sam",
