@@ -177,6 +177,11 @@ def provider_params(*names: str) -> list:
     return [pytest.param(n, marks=_TRITON_MARKS if n == "triton" else (), id=n) for n in names]
 
 
+ALL = provider_params("reference", "torch", "triton")
+FAST = provider_params("torch", "triton")
+"""Every provider, and the fast ones (not the reference), for ``parametrize("provider", ...)``."""
+
+
 def provider_case_params(cases: Dict[str, List[Case]]) -> list:
     """(provider, case) pairs for ``@pytest.mark.parametrize("provider,case", ...)``."""
     return [pytest.param(p, c, marks=_TRITON_MARKS if p == "triton" else (), id=f"{p}-{c.name}")

@@ -10,21 +10,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core_cases import (
+    ALL,
     CASES,
+    FAST,
     TRITON_CASES,
     Case,
     exact_selection,
     fresh_interpreter_test,
     near_tie,
     provider_case_params,
-    provider_params,
     select_with,
 )
 from sasp import READ_7B, READ_13B, SasPConfig, select_points, select_points_ref
 from sasp.ops.select import SelectOutput
-
-ALL = provider_params("reference", "torch", "triton")
-FAST = provider_params("torch", "triton")
 
 
 @pytest.mark.parametrize("provider,case", provider_case_params({"torch": CASES, "triton": TRITON_CASES}))

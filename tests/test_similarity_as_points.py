@@ -13,8 +13,10 @@ import pytest
 import torch
 
 from core_cases import (
+    ALL,
     CASES,
     CUDA,
+    FAST,
     SHAPE_CASES,
     Case,
     check_sasp,
@@ -27,9 +29,6 @@ from core_cases import (
 )
 from sasp import READ_7B, READ_13B, DtoC, SasP, dtoc, dtoc_ref, select_points, select_points_ref
 from sasp.ops import SasPOutput, similarity_as_points
-
-ALL = provider_params("reference", "torch", "triton")
-FAST = provider_params("torch", "triton")
 
 
 @pytest.mark.parametrize("provider,case", provider_case_params({"torch": SHAPE_CASES, "triton": SHAPE_CASES}))
