@@ -132,10 +132,18 @@ def set_arm(model: nn.Module, sasp: Optional[SasPConfig], sam_prompt: str = "bot
     return model
 
 
-def _frozen_prefixes(settings: TrainableSettings) -> List[str]:
-    frozen = ["visual_model.prompt_encoder"]
+def _sam_parts(core: nn.Module) -> dict:
+    """SAM's image encoder, prompt encoder and mask decoder attribute names for the model's
+    SAM backend (segment_anything's by default)."""
+    backend = getattr(core, "sam_backend", None)
+    return dict(getattr(backend, "parts", None) or
+                {"image_encoder": "image_encoder", "prompt_encoder": "prompt_encoder", "mask_decoder": "mask_decoder"})
+
+
+def _frozen_prefixes(settings: TrainableSettings, parts: dict) -> List[str]:
+    frozen = [f"visual_model.{parts['prompt_encoder']}"]
     if not settings.train_sam_encoder:
-        frozen.append("visual_model.image_encoder")
+        frozen.append(f"visual_model.{parts['image_encoder']}")
     if not settings.train_vision_tower:
         frozen.append("model.vision_tower")
     if not settings.train_projector:
@@ -152,7 +160,7 @@ def configure_trainable(model: nn.Module, settings: TrainableSettings = Trainabl
     ``find_unused_parameters`` (``Trainer``'s default for this model)."""
     core = _core(model)
     core.config.train_sam_encoder = settings.train_sam_encoder
-    frozen = _frozen_prefixes(settings)
+    frozen = _frozen_prefixes(settings, _sam_parts(core))
     for name, p in core.named_parameters():
         p.requires_grad_(not any(name == f or name.startswith(f + ".") for f in frozen))
     return trainable_parameter_names(model)
@@ -179,13 +187,14 @@ def apply_lora(model: nn.Module, lora: LoraSettings, settings: TrainableSettings
     names = [n for n, _ in core.named_modules()]
     if not any(re.fullmatch(pattern, n) for n in names):
         raise ValueError(f"no LLM attention module matches the LoRA targets {list(lora.targets)}")
-    save = ["mask_decoder", "text_hidden_fcs.0", "lm_head", "embed_tokens"]
+    parts = _sam_parts(core)
+    save = [parts["mask_decoder"], "text_hidden_fcs.0", "lm_head", "embed_tokens"]
     if settings.train_projector:
         save.append("multi_modal_projector")
     if settings.train_vision_tower:
         save.append("vision_tower")
     if settings.train_sam_encoder:
-        save.append("image_encoder")
+        save.append(parts["image_encoder"])
     config = LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=pattern,
         modules_to_save=save, bias="none",

@@ -65,3 +65,25 @@ def test_lora_targets_the_llm_attention_only_and_saves_the_heads():
     want = peft_model.eval()(input_ids=ids).logits  # eval: no LoRA dropout
     merged = peft_model.merge_and_unload()
     torch.testing.assert_close(merged(input_ids=ids).logits, want, rtol=1e-4, atol=1e-5)
+
+
+
+@pytest.mark.parametrize("backend", ["transformers", "sam2"])
+def test_freezing_and_lora_follow_the_sam_backend_parts(backend):
+    """LISA's split on other SAM backends: prompt encoder and image encoder frozen, mask
+    decoder trained (and kept by LoRA), whatever the backend calls them."""
+    pytest.importorskip("peft")
+    from sasp.models.seg_llava import build_tiny
+    from sasp.testing.sam_hf import tiny_sam2_config, tiny_sam_config
+
+    config = {"transformers": tiny_sam_config, "sam2": tiny_sam2_config}[backend](64)
+    model, _ = build_tiny(seed=0, sam_config=config)
+    parts = model.sam_backend.parts
+    trainable = configure_trainable(model, TrainableSettings())
+    for part, frozen in (("image_encoder", True), ("prompt_encoder", True), ("mask_decoder", False)):
+        names = [n for n, _ in model.named_parameters() if n.startswith(f"visual_model.{parts[part]}.")]
+        assert names, part
+        assert all((n in trainable) != frozen for n in names), part
+    lora = apply_lora(model, LoraSettings(r=2), TrainableSettings())
+    kept = [n for n, p in lora.named_parameters() if p.requires_grad and f".{parts['mask_decoder']}." in n]
+    assert kept and all("modules_to_save" in n for n in kept)
