@@ -6,8 +6,10 @@
 ``compare`` runs, for every seed, ``sasp compare`` on the held-out synthetic test set (200
 samples, teacher-forced "Sure, [SEG]." as LISA's validation) with the seed's baseline-arm model
 as ``--baseline`` and its SasP-arm model as ``--candidate`` (each in the arm it was trained
-in), and one generate-mode compare (``--arm-arg generate=1``) for the seed whose SasP model has
-the best val gIoU. ``report`` reads the rows and writes ``report.json`` next to the run:
+in), one generate-mode compare (``--arm-arg generate=1``) for the seed whose SasP model has
+the best final val gIoU, and per seed the SasP model without its points (``--preset-baseline
+none``) against itself with them. ``report`` reads the rows and writes ``report.json`` next to
+the run:
 
 - per arm and seed: gIoU / cIoU on the 200 samples (LISA's protocol: a false-premise sample
   scores 1 when the teacher-forced mask is empty), gIoU / cIoU on the 160 samples with a target,
@@ -20,6 +22,7 @@ the best val gIoU. ``report`` reads the rows and writes ``report.json`` next to 
   positives a map yields, and how well the map ranks target pixels above the rest (AUC);
   for the baseline arm the points are computed from its map with the same settings but not
   given to SAM;
+- the points-off ablation: what the points add to the SasP-trained model at test time;
 - the val gIoU curves of both arms in one PNG (``--plot``).
 """
 from __future__ import annotations
@@ -215,7 +218,7 @@ def plot_curves(runs: Dict[str, Dict[int, Dict[str, Any]]], trivial: Optional[fl
     colours = {"baseline": "tab:blue", "sasp": "tab:orange"}
     for arm, per_seed in runs.items():
         curves = [[(c["step"], c["giou"]) for c in rec["curve"]] for rec in per_seed.values()]
-        for i, curve in enumerate(curves):
+        for curve in curves:
             ax.plot(*zip(*curve), color=colours[arm], alpha=0.35, lw=1)
         steps = [s for s, _ in curves[0]]
         mean = [statistics.mean(c[k][1] for c in curves) for k in range(len(steps))]

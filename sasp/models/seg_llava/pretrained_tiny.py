@@ -15,7 +15,11 @@ scores. It is a demonstration model: it knows the synthetic shapes and nothing e
 from __future__ import annotations
 
 import os
-from typing import Tuple
+from typing import TYPE_CHECKING, Tuple
+
+if TYPE_CHECKING:
+    from .modeling_seg_llava import SegLlavaForCausalLM
+    from .processing_seg_llava import SegLlavaProcessor
 
 PRETRAINED_TINY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained", "tiny-synthetic")
 """The folder of the shipped model (``save_pretrained`` layout: safetensors weights, config,
@@ -27,7 +31,7 @@ def has_pretrained_tiny() -> bool:
     return all(os.path.isfile(os.path.join(PRETRAINED_TINY_DIR, f)) for f in ("config.json", "model.safetensors"))
 
 
-def load_pretrained_tiny(device: str = "cpu") -> Tuple["SegLlavaForCausalLM", "SegLlavaProcessor"]:  # noqa: F821
+def load_pretrained_tiny(device: str = "cpu") -> Tuple["SegLlavaForCausalLM", "SegLlavaProcessor"]:
     """``(model, processor)``: the trained tiny model in eval mode on ``device``.
 
     Raises:
