@@ -19,7 +19,7 @@ from .config import PRESETS
 from .demo import DEFAULT_OUT, DEFAULT_PROMPT, TINY_ANSWER, UserError, run_demo
 
 EXTRAS = {
-    "transformers": "hf", "segment_anything": "hf", "safetensors": "hf", "tokenizers": "hf",
+    "transformers": "hf", "segment_anything": "hf", "safetensors": "hf", "tokenizers": "hf", "torchvision": "hf",
     "matplotlib": "viz", "PIL": "viz", "tqdm": "viz", "pycocotools": "eval",
     "accelerate": "train", "peft": "train",
 }
@@ -69,7 +69,27 @@ def _add_demo(sub) -> None:
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+DEMO_NEEDS = ("transformers", "segment_anything", "torchvision", "matplotlib", "PIL", "tqdm")
+
+
+def require(command: str, modules: Sequence[str]) -> None:
+    """Raise ``UserError`` naming every missing module of ``command`` and the extras to install."""
+    import importlib.util
+
+    def absent(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is None
+        except (ImportError, ValueError):  # a module blocked or broken in sys.modules
+            return True
+
+    missing = [m for m in modules if absent(m)]
+    if missing:
+        extras = ",".join(sorted({EXTRAS.get(m, "all") for m in missing}))
+        raise UserError(f"{command} needs {', '.join(missing)}: pip install \"sasp[{extras}]\"")
+
+
 def _run_demo(args: argparse.Namespace) -> int:
+    require("sasp demo", DEMO_NEEDS)
     if args.max_new_tokens < 0:
         raise UserError("--max-new-tokens must be >= 0")
     res = run_demo(
