@@ -11,8 +11,11 @@ target), one JSON line per (sample, arm), the flush + fsync per sample, and the 
 and summary (bootstrap with 2000 resamples, no plot). The predictor's own time, which the rows
 record, is subtracted. Cases: fsync on / off, loader workers 0 / 2, batch 1 / 8.
 
-The end-to-end overhead against the real model is measured by the model's own benchmark; this
-one shows the harness adds milliseconds per sample to models that take hundreds.
+``--model tiny`` measures the harness against a real model instead: the shipped trained tiny
+SegLlava (SasP off and on, teacher-forced as in LISA's validation) on synthetic test samples
+held in memory, its two predictors called directly on every sample ("model alone") against the
+same predictors run through ``compare`` (workers 0, batch 1, fsync on), alternating, so both
+see the same machine. The overhead is (compare - alone) / alone.
 """
 from __future__ import annotations
 
@@ -95,15 +98,86 @@ def run_case(n: int, size: Sequence[int], fsync: bool, workers: int, batch: int)
     }
 
 
+class _ListReader(Reader):
+    """Samples materialised in memory (image arrays, targets computed once)."""
+
+    name = "synthetic-in-memory"
+
+    def __init__(self, samples: Sequence[Sample]):
+        self.samples = list(samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> Sample:
+        return self.samples[i]
+
+
+def run_model_case(n: int, repeats: int) -> Dict[str, Any]:
+    """Median over ``repeats`` of the tiny model's time per sample alone and through compare."""
+    import torch
+
+    from sasp.data import SyntheticReasonSeg
+    from sasp.models.seg_llava import load_pretrained_tiny, seg_llava_predictor
+
+    torch.manual_seed(0)
+    base, processor = load_pretrained_tiny()
+    cand = __import__("copy").deepcopy(base)
+    base.config.with_sasp(None)
+    samples = []
+    for s in SyntheticReasonSeg("test", size=n):
+        target = s.target()
+        samples.append(Sample(id=s.id, image=s.image, query=s.query, target=lambda t=target: t,
+                              has_target=s.has_target, meta=s.meta, instruction=s.instruction))
+    arms = [Arm("baseline", seg_llava_predictor(base, processor), {"sasp": None}),
+            Arm("sasp", seg_llava_predictor(cand, processor), {"sasp": "shipped"})]
+    alone, through = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for s in samples:
+            for arm in arms:
+                arm.predict([s], [s.image])
+        alone.append(time.perf_counter() - t0)
+        folder = tempfile.mkdtemp(prefix="bench_compare_model_")
+        try:
+            t0 = time.perf_counter()
+            compare(_ListReader(samples), arms, folder, batch_size=1, num_workers=0, progress=False, plot=False)
+            through.append(time.perf_counter() - t0)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    a, b = float(np.median(alone)), float(np.median(through))
+    return {"case": "tiny SegLlava, both arms", "samples": n, "model_alone_ms_per_sample": round(1e3 * a / n, 2),
+            "through_compare_ms_per_sample": round(1e3 * b / n, 2), "overhead_pct": round(100 * (b - a) / a, 2),
+            "alone_runs_s": [round(x, 3) for x in alone], "compare_runs_s": [round(x, 3) for x in through]}
+
+
 def main(argv: Sequence[str] = ()) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="60 samples per case instead of 300")
     p.add_argument("--samples", type=int, help="samples per case")
     p.add_argument("--size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"), help="image size (480 640)")
     p.add_argument("--csv", default=os.path.join(OUT, "bench_compare.csv"), help="CSV file the rows are appended to")
+    p.add_argument("--model", choices=["tiny"], help="measure against the shipped trained tiny model instead")
+    p.add_argument("--repeats", type=int, default=3, help="--model: alternating repeats (median reported)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (pinned; default 1)")
     args = p.parse_args(list(argv))
-    n = args.samples or (60 if args.quick else 300)
+    import torch
+
+    torch.set_num_threads(args.threads)
     info = machine()
+    if args.model:
+        n = args.samples or (20 if args.quick else 60)
+        print(f"# sasp compare overhead on the tiny model; {info['machine']}; torch {info['torch']}; "
+              f"{args.threads} thread(s); {info['date']}")
+        r = run_model_case(n, args.repeats)
+        print(f"samples {n}: model alone {r['model_alone_ms_per_sample']} ms/sample, through compare "
+              f"{r['through_compare_ms_per_sample']} ms/sample, overhead {r['overhead_pct']:+.2f}% "
+              f"(runs alone {r['alone_runs_s']} s, through compare {r['compare_runs_s']} s)")
+        print(f"[{'PASS' if r['overhead_pct'] <= 5 else 'MISS'}] the harness adds <= 5% to the model's time per sample")
+        os.makedirs(OUT, exist_ok=True)
+        write_csv(args.csv.replace("bench_compare.csv", "bench_compare_model.csv"), [{**r, **info}])
+        return 0
+    n = args.samples or (60 if args.quick else 300)
     print(f"# sasp compare harness overhead; {info['machine']}; torch {info['torch']}; {info['date']}")
     print(f"{'case':<34} {'samples':>7} {'size':>9} {'wall s':>8} {'model s':>8} {'overhead ms/sample':>19}")
     rows = []
