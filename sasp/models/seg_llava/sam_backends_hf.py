@@ -48,16 +48,18 @@ class TransformersSamBackend(SamBackend):
 
     name = "transformers"
     parts = {"image_encoder": "vision_encoder", "prompt_encoder": "prompt_encoder", "mask_decoder": "mask_decoder"}
+    classes = ("SamConfig", "SamModel")
+    """transformers' config and model class names of this backend."""
 
     def build_config(self, sam_config: Mapping[str, Any]):
-        from transformers import SamConfig
+        import transformers
 
-        return SamConfig(**dict(sam_config.get("config") or {}))
+        return getattr(transformers, self.classes[0])(**dict(sam_config.get("config") or {}))
 
     def build(self, sam_config: Mapping[str, Any]) -> nn.Module:
-        from transformers import SamModel
+        import transformers
 
-        return SamModel(self.build_config(sam_config))
+        return getattr(transformers, self.classes[1])(self.build_config(sam_config))
 
     def input_size(self, sam: nn.Module) -> int:
         return int(sam.prompt_encoder.input_image_size)
@@ -105,31 +107,12 @@ class TransformersSamBackend(SamBackend):
         return out[0][:, 0]
 
 
-class TransformersSam2Backend(SamBackend):
+class TransformersSam2Backend(TransformersSamBackend):
     """transformers' ``Sam2Model`` (SAM 2 / 2.1 image models in the Hub layout)."""
 
     name = "sam2"
     frame = "square"
-    parts = {"image_encoder": "vision_encoder", "prompt_encoder": "prompt_encoder", "mask_decoder": "mask_decoder"}
-
-    def build_config(self, sam_config: Mapping[str, Any]):
-        from transformers import Sam2Config
-
-        return Sam2Config(**dict(sam_config.get("config") or {}))
-
-    def build(self, sam_config: Mapping[str, Any]) -> nn.Module:
-        from transformers import Sam2Model
-
-        return Sam2Model(self.build_config(sam_config))
-
-    def input_size(self, sam: nn.Module) -> int:
-        return int(sam.prompt_encoder.input_image_size)
-
-    def prompt_width(self, sam: nn.Module) -> int:
-        return int(sam.prompt_encoder.hidden_size)
-
-    def config_prompt_width(self, sam_config: Mapping[str, Any]) -> int:
-        return int(self.build_config(sam_config).prompt_encoder_config.hidden_size)
+    classes = ("Sam2Config", "Sam2Model")
 
     def mask_input_size(self, sam: nn.Module) -> int:
         return int(sam.prompt_encoder.mask_input_size[0])
