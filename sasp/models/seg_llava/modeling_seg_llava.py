@@ -129,15 +129,21 @@ class SegLlavaForCausalLM(LlavaForConditionalGeneration):
         gradient unless ``config.train_sam_encoder``."""
         return self.sam_backend.image_embeddings(self.visual_model, sam_pixel_values, self.config.train_sam_encoder)
 
-    def seg_prompts(self, tokens: Tensor, hidden_states: Tensor, image_hw: Tensor) -> SegPrompts:
+    def seg_positions(self, tokens: Tensor) -> Tensor:
+        """[B, T] bool: the positions whose hidden state predicts a [SEG] (the <SEG> features)."""
+        seg = torch.zeros_like(tokens, dtype=torch.bool)
+        seg[:, :-1] = tokens[:, 1:] == self.seg_token_idx
+        return seg
+
+    def seg_prompts(self, tokens: Tensor, hidden_states: Tensor, image_hw: Tensor, seg: Optional[Tensor] = None) -> SegPrompts:
         """The similarity of every [SEG] and, with SasP on, the points SAM gets.
 
         Args:
             tokens (Tensor): [B, T] token ids aligned with ``hidden_states`` [B, T, D].
             image_hw (Tensor): [B, 2] original (H, W) per row.
+            seg (Tensor): ``seg_positions(tokens)`` when the caller has it already.
         """
-        seg = torch.zeros_like(tokens, dtype=torch.bool)
-        seg[:, :-1] = tokens[:, 1:] == self.seg_token_idx  # the position that predicts [SEG]
+        seg = self.seg_positions(tokens) if seg is None else seg
         rows, pos = seg.nonzero(as_tuple=True)
         n_p = self.num_patches
         is_img = tokens == int(self.config.image_token_id)
@@ -178,10 +184,9 @@ class SegLlavaForCausalLM(LlavaForConditionalGeneration):
         """
         if tokens.shape != hidden_states.shape[:2]:
             raise ValueError(f"tokens {tuple(tokens.shape)} and hidden states {tuple(hidden_states.shape[:2])} must align")
-        prompts = self.seg_prompts(tokens, hidden_states, image_hw)
+        seg = self.seg_positions(tokens)
+        prompts = self.seg_prompts(tokens, hidden_states, image_hw, seg)
         projected = self.text_hidden_fcs[0](hidden_states)  # full [B, T, D], as LISA
-        seg = torch.zeros_like(tokens, dtype=torch.bool)
-        seg[:, :-1] = tokens[:, 1:] == self.seg_token_idx
         embeds = projected[seg]  # [M, C], row-major
         counts = seg.sum(1).cpu()
         sam, backend = self.visual_model, self.sam_backend
